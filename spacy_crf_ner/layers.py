@@ -1,0 +1,148 @@
+"""Thinc layers: the CRF as a Thinc model, with its own learning rate.
+
+The CRF's parameters live in a PyTorch module (:class:`~spacy_crf_ner.crf.ConstrainedCRF`) held
+by a :class:`CRFShim`. The shim is part of the pipeline's model tree, so ``nlp.update`` /
+``spacy train`` apply its gradients through the usual ``finish_update(optimizer)``: the only
+difference from Thinc's ``PyTorchShim`` is that it passes ``lr_scale`` to the optimizer.
+"""
+import contextlib
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+import torch
+from thinc.api import Model, Optimizer, get_torch_default_device, torch2xp, xp2torch
+from thinc.shims import PyTorchShim
+from thinc.types import Floats2d
+
+from .crf import ConstrainedCRF, lengths_to_mask
+from .tags import transition_constraints
+
+
+class CRFShim(PyTorchShim):
+    """A ``PyTorchShim`` whose parameters train at ``lr_scale`` times the optimizer's rate.
+
+    Thinc's ``PyTorchShim.finish_update`` calls ``optimizer(key, weights, grad)`` without
+    ``lr_scale``, and Adam is invariant to the gradient's scale, so scaling the rate has to
+    happen here. The shim also looks up parameter averages under the key the optimizer stores
+    them with, ``(shim.id, name)``: ``PyTorchShim.use_params`` looks for another key, so
+    averaged weights (``use_averages``) never reach a plain PyTorch-wrapped model.
+    """
+
+    def __init__(self, model: Optional[ConstrainedCRF] = None, lr_scale: float = 1.0):
+        super().__init__(model, deserialize_model=_deserialize_crf)
+        self.lr_scale = lr_scale
+
+    def finish_update(self, optimizer: Optimizer) -> None:
+        for name, param in self._model.named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:
+                weights, _ = optimizer(
+                    (self.id, name),
+                    torch2xp(param.data),
+                    torch2xp(param.grad),
+                    lr_scale=self.lr_scale,
+                )
+                param.data = xp2torch(weights, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        self._grad_scaler.update()
+
+    @contextlib.contextmanager
+    def use_params(self, params):
+        backup = {}
+        for name, param in self._model.named_parameters():
+            if (self.id, name) in params:
+                backup[name] = param.data.clone()
+                param.data = xp2torch(params[(self.id, name)], device=param.device)
+        try:
+            yield
+        finally:
+            for name, param in self._model.named_parameters():
+                if name in backup:
+                    param.data = backup[name]
+
+
+def _deserialize_crf(model, state_bytes: bytes, device) -> ConstrainedCRF:
+    # The CRF is sized by the label count, which a freshly constructed pipeline does not know
+    # yet: rebuild it from the saved state (sizes and constraints included) instead of loading
+    # into an existing module.
+    return ConstrainedCRF.from_state_bytes(state_bytes, device)
+
+
+def build_crf_layer(lr_scale: float = 1.0) -> Model:
+    """A Thinc layer holding the CRF. It has no forward pass of its own: the functions below
+    (:func:`crf_loss`, :func:`crf_decode`, ...) use it. Its CRF is built in ``initialize`` from
+    ``attrs["tags"]`` and ``attrs["scheme"]``, which the component sets, and
+    ``attrs["constrained"]`` (forbidden moves on or off)."""
+    return Model(
+        "crf",
+        _no_forward,
+        init=_init_crf,
+        shims=[CRFShim(lr_scale=lr_scale)],
+        attrs={"tags": [], "scheme": "BILUO", "constrained": True},
+    )
+
+
+def _no_forward(model, X, is_train):
+    raise NotImplementedError("use spacy_crf_ner.layers.crf_loss / crf_decode with the CRF layer")
+
+
+def _init_crf(model: Model, X=None, Y=None) -> Model:
+    tags = model.attrs["tags"]
+    if not tags:
+        raise ValueError("The CRF layer needs its tag list (attrs['tags']) before initialize")
+    masks = [None, None, None]
+    if model.attrs["constrained"]:
+        masks = [torch.from_numpy(m) for m in transition_constraints(tags, model.attrs["scheme"])]
+    model.shims[0]._model = ConstrainedCRF(len(tags), *masks).to(get_torch_default_device())
+    return model
+
+
+def get_crf(model: Model) -> ConstrainedCRF:
+    """The PyTorch CRF inside the CRF layer."""
+    crf = model.shims[0]._model
+    if crf is None:
+        raise ValueError("The CRF layer is not initialized: call nlp.initialize() first")
+    return crf
+
+
+def _pad(model: Model, emissions: List[Floats2d], requires_grad: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """List of ``(n_i, T)`` arrays -> ``(B, L, T)`` torch tensor and ``(B, L)`` bool mask."""
+    crf = get_crf(model)
+    device = crf.transitions.device
+    lengths = torch.tensor([len(e) for e in emissions], dtype=torch.long, device=device)
+    if not emissions or int(lengths.max()) == 0:
+        padded = torch.zeros((len(emissions), 0, crf.num_tags), device=device, requires_grad=requires_grad)
+    else:
+        padded = xp2torch(model.ops.pad(emissions), requires_grad=requires_grad, device=device)
+    return padded, lengths_to_mask(lengths, padded.shape[1])
+
+
+def crf_loss(
+    model: Model, emissions: List[Floats2d], gold: Sequence[numpy.ndarray]
+) -> Tuple[float, List[Floats2d]]:
+    """Negative log-likelihood of the gold tags, summed over the batch, and its gradient with
+    respect to each doc's emissions ``(n_i, T)``.
+
+    ``gold[i]`` is an int array of tag indices for doc i, ``-1`` where the tag is unknown
+    (those tokens are marginalised over). As in any CRF, the loss owns parameters: the CRF's
+    gradients accumulate in the shim and are applied by the next ``finish_update``.
+    """
+    padded, mask = _pad(model, emissions, requires_grad=True)
+    tags = torch.full(mask.shape, -1, dtype=torch.long, device=padded.device)
+    for i, doc_tags in enumerate(gold):
+        tags[i, : len(doc_tags)] = torch.as_tensor(doc_tags, dtype=torch.long)
+    nll = -get_crf(model)(padded, tags, mask, reduction="sum")
+    nll.backward()
+    d_padded = torch2xp(padded.grad)
+    return float(nll.detach()), [d_padded[i, : len(e)] for i, e in enumerate(emissions)]
+
+
+def crf_decode(model: Model, emissions: List[Floats2d]) -> List[numpy.ndarray]:
+    """The best valid tag path of each doc, as int arrays of tag indices."""
+    with torch.no_grad():
+        padded, mask = _pad(model, emissions)
+        _, tags = get_crf(model).viterbi(padded, mask)
+    tags = tags.cpu().numpy()
+    return [tags[i, : len(e)] for i, e in enumerate(emissions)]
+
