@@ -20,6 +20,7 @@ on invalid sequences and decoding can only return valid ones. A large finite num
 import io
 from typing import List, Optional, Tuple
 
+import numpy
 import torch
 import torchcrf
 
@@ -134,16 +135,90 @@ class ConstrainedCRF(torchcrf.CRF):
         batch, length, _ = emissions.shape
         if length == 0:
             return emissions.new_zeros(batch)
-        if allowed_tags is not None:
-            emissions = emissions.masked_fill(~allowed_tags, IMPOSSIBLE)
         start, transitions, end = self.constrained_scores()
-        alpha = start + emissions[:, 0]  # (B, T)
-        for i in range(1, length):
-            # (B, T_prev, 1) + (T_prev, T_next) -> sum out T_prev
-            step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, i]
-            alpha = torch.where(mask[:, i].unsqueeze(1), step, alpha)
+        if allowed_tags is not None:
+            if bool(((allowed_tags.sum(2) == 1) | ~mask).all()):
+                # One allowed tag per real token (fully known gold): one path has all its tags
+                # allowed; every other one has an IMPOSSIBLE emission, so adds nothing to the sum.
+                tags = allowed_tags.to(torch.int8).argmax(2)
+                log_z = self._path_score(emissions, tags, mask, start, transitions, end)
+                return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
+            emissions = emissions.masked_fill(~allowed_tags, IMPOSSIBLE)
+        alpha = self._forward_scores(emissions, mask, start, transitions, careful=False)
+        if alpha is None:  # some fast step underflowed: redo, with exact steps where needed
+            alpha = self._forward_scores(emissions, mask, start, transitions, careful=True)
         log_z = torch.logsumexp(alpha + end, dim=1)
         return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
+
+    @staticmethod
+    def _path_score(
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        start: torch.Tensor,
+        transitions: torch.Tensor,
+        end: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B,)`` score of the paths ``tags (B, L)`` (any tag index where ``mask`` is False).
+
+        As in the forward algorithm, padding is skipped: a transition links consecutive real
+        tokens, and nothing padding holds reaches the score or its gradient.
+        """
+        positions = torch.arange(tags.shape[1], device=tags.device)
+        latest = torch.where(mask, positions, 0).cummax(dim=1).values  # last real token so far
+        tags = tags.gather(1, latest)
+        emitted = torch.where(mask, emissions.gather(2, tags.unsqueeze(2)).squeeze(2), 0.0)
+        moved = torch.where(mask[:, 1:], transitions[tags[:, :-1], tags[:, 1:]], 0.0)
+        return start[tags[:, 0]] + emitted.sum(1) + moved.sum(1) + end[tags[:, -1]]
+
+    @staticmethod
+    def _forward_scores(
+        emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, careful: bool
+    ) -> Optional[torch.Tensor]:
+        """``(B, T)`` forward scores at each sequence's last real token (the forward algorithm).
+
+        A step is a matrix product in probability space, shifted by the best score so far (per
+        sequence) and the best transition into each tag: ``log(exp(alpha - top) @
+        exp(transitions - shift)) + top + shift``, many times faster than a logsumexp over a
+        ``(B, T, T)`` tensor. Every factor is at most 1, and a sum of at least ``tiny / eps``
+        loses nothing that matters; a smaller one had its terms underflow (a tag reachable only
+        from far less likely tags, or only by forbidden moves). Then the result is None, unless
+        ``careful``: then those entries take the exact (log-space) step.
+        """
+        info = torch.finfo(emissions.dtype)
+        floor = info.tiny / info.eps
+        shift = transitions.detach().amax(dim=0)
+        weights = torch.exp(transitions - shift)  # forbidden moves: exactly 0
+        steps = (emissions + shift).unbind(1)  # unbind: one backward node, not one per token
+        on = mask.unsqueeze(2).unbind(1)
+        alpha = start + emissions[:, 0]
+        totals = []
+        for i in range(1, len(steps)):
+            top = alpha.detach().amax(dim=1, keepdim=True)
+            total = torch.exp(alpha - top) @ weights
+            if careful:
+                under = total.detach() < floor
+                exact = ConstrainedCRF._logsumexp_previous(alpha, transitions) - shift
+                step = torch.where(under, exact, torch.log(torch.where(under, 1.0, total)) + top)
+            else:
+                totals.append(total.detach())
+                step = torch.log(total) + top
+            alpha = torch.where(on[i], step + steps[i], alpha)
+        if totals and bool((torch.stack(totals) < floor).any()):  # one host sync per call
+            return None
+        return alpha
+
+    @staticmethod
+    def _logsumexp_previous(alpha: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
+        """``(B, T_next)`` logsumexp over the previous tag of ``alpha (B, T_prev) + transitions``.
+
+        Like torch.logsumexp, but the shifted terms are clamped at -80: on CPU, exp is many times
+        slower below about -87 (IMPOSSIBLE terms), and the clamp adds at most T * exp(-80) to
+        a sum of at least 1 (the max's own term).
+        """
+        scores = alpha.unsqueeze(2) + transitions
+        top = scores.detach().amax(dim=1, keepdim=True)
+        return torch.log(torch.exp((scores - top).clamp(min=-80.0)).sum(dim=1)) + top.squeeze(1)
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -153,13 +228,27 @@ class ConstrainedCRF(torchcrf.CRF):
         """Best valid path per sequence, batched over sequences and tags.
 
         Returns ``(scores (B,), tags (B, L))``. Tags past a sequence's length are ``-1``; an
-        empty sequence scores 0. The traceback is tensor operations only (no ``.item()``).
+        empty sequence scores 0. On CPU with left-aligned sequences it runs in NumPy (see
+        :meth:`_viterbi_numpy`); elsewhere the traceback is tensor operations only (no
+        ``.item()``). With autograd on, the scores carry the gradient of the best paths' scores.
         """
         mask = self._mask(emissions, mask)
         batch, length, num_tags = emissions.shape
         if length == 0:
             return emissions.new_zeros(batch), torch.empty((batch, 0), dtype=torch.long, device=emissions.device)
         start, transitions, end = self.constrained_scores()
+        if emissions.device.type == "cpu" and emissions.dtype in (torch.float32, torch.float64):
+            on = mask.numpy()
+            if not (on[:, 1:] > on[:, :-1]).any():  # left-aligned
+                array = emissions.detach().numpy()
+                params = [x.detach().numpy().astype(array.dtype, copy=False) for x in (start, transitions, end)]
+                best, tags = self._viterbi_numpy(array, on.sum(1), *params)
+                scores, tags = torch.from_numpy(best), torch.from_numpy(tags)
+                if torch.is_grad_enabled():  # the same values, with the best paths' gradient
+                    path_scores = self._path_score(emissions, tags.clamp(min=0), mask, start, transitions, end)
+                    path_scores = torch.where(mask[:, 0], path_scores, torch.zeros_like(path_scores))
+                    scores = path_scores + (scores - path_scores).detach()
+                return scores, tags
         stay = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)
         score = start + emissions[:, 0]
         backpointers = []
@@ -177,6 +266,66 @@ class ConstrainedCRF(torchcrf.CRF):
         tags = torch.stack(path[::-1], dim=1)
         tags = tags.masked_fill(~mask, -1)
         return torch.where(mask[:, 0], best_score, torch.zeros_like(best_score)), tags
+
+    @staticmethod
+    def _viterbi_numpy(
+        emissions: numpy.ndarray,
+        lengths: numpy.ndarray,
+        start: numpy.ndarray,
+        transitions: numpy.ndarray,
+        end: numpy.ndarray,
+    ) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """:meth:`viterbi` on arrays, for left-aligned sequences of ``lengths (B,)``.
+
+        The forward pass keeps only the best scores: per token, a max over a ``(T_prev, T_next,
+        B)`` table. The traceback recomputes one argmax per token, for the chosen tags only.
+        On such small arrays the per-call cost is most of the time, and NumPy's is a fraction of
+        torch's; torch's broadcasting add is the faster one on big tables.
+        """
+        batch, length, num_tags = emissions.shape
+        steps = numpy.ascontiguousarray(emissions.transpose(1, 2, 0))  # (L, T, B)
+        scores = numpy.empty_like(steps)  # (L, T, B): the best score of a path ending in each tag
+        moves = numpy.repeat(transitions[:, :, None], batch, axis=2)  # (T_prev, T_next, B)
+        table = numpy.empty_like(moves)
+        if num_tags > 16:
+            add, into, out = torch.add, torch.from_numpy(moves), torch.from_numpy(table)
+            before = torch.from_numpy(scores).unsqueeze(2).unbind(0)  # (T_prev, 1, B) each
+        else:
+            add, into, out, before = numpy.add, moves, table, list(scores[:, :, None, :])
+        maximum = numpy.maximum.reduce
+        scores[0] = start[:, None] + steps[0]
+        score_rows, step_rows = list(scores), list(steps)  # views made once, not per use
+        with numpy.errstate(invalid="ignore", over="ignore"):  # padding may hold anything
+            for i in range(1, length):
+                add(before[i - 1], into, out=out)
+                row = score_rows[i]
+                maximum(table, 0, None, row)  # positional arguments: parsed faster
+                row += step_rows[i]
+        rows = numpy.arange(batch)
+        last = numpy.maximum(lengths - 1, 0)
+        final = scores[last, :, rows] + end  # (B, T)
+        tag = final.argmax(1)
+        best = numpy.where(lengths > 0, final[rows, tag], 0).astype(scores.dtype)
+
+        back = numpy.ascontiguousarray(scores.transpose(0, 2, 1))  # (L, B, T_prev)
+        inbound = numpy.ascontiguousarray(transitions.T)  # (T_next, T_prev)
+        work = numpy.empty((batch, num_tags), scores.dtype)
+        path = numpy.zeros((length, batch), numpy.intp)
+        path[last, rows] = tag
+        ends = {}
+        for row, n in enumerate(last.tolist()):
+            ends.setdefault(n, []).append(row)
+        back_rows, path_rows = list(back), list(path)
+        with numpy.errstate(invalid="ignore", over="ignore"):
+            for i in range(length - 1, 0, -1):
+                # Past a sequence's end this traces garbage, until its last token restarts it.
+                numpy.add(back_rows[i - 1], inbound.take(path_rows[i], 0), work)
+                work.argmax(1, path_rows[i - 1])
+                if i - 1 in ends:
+                    ending = ends[i - 1]
+                    path[i - 1, ending] = tag[ending]
+        tags = numpy.where(numpy.arange(length) < lengths[:, None], path.T, -1)
+        return best, tags.astype(numpy.int64, copy=False)
 
     def decode(self, emissions: torch.Tensor, mask: Optional[torch.Tensor] = None) -> List[List[int]]:
         """torchcrf's contract: the best path of each sequence as a list of tag indices."""
@@ -284,16 +433,18 @@ class ConstrainedCRF(torchcrf.CRF):
             share one forward-backward pass between calls.
         """
         mask = self._mask(emissions, mask)
-        alpha, beta, log_z = posteriors if posteriors is not None else self.forward_backward(emissions, mask)
-        num_queries, width = span_tags.shape[0], span_tags.shape[1] if span_tags.dim() == 2 else 0
+        if span_tags.dim() != 2:
+            raise ValueError(f"span_tags must be (N, M), got shape {tuple(span_tags.shape)}")
+        num_queries, width = span_tags.shape
         if num_queries == 0:
             return emissions.new_zeros(0)
-        batch, length, num_tags = emissions.shape
+        length = emissions.shape[1]
         span_length = ends - starts
         seq_length = mask.sum(dim=1)[batch_index]
         # One host sync per call: a bad query would otherwise silently read padding.
         if bool(((span_length < 1) | (starts < 0) | (ends > seq_length) | (span_length > width)).any()):
             raise ValueError("span queries need 0 <= start < end <= length and end - start <= span_tags.shape[1]")
+        alpha, beta, log_z = posteriors if posteriors is not None else self.forward_backward(emissions, mask)
         emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0)
         start, transitions, end = self.constrained_scores()
 
@@ -356,27 +507,23 @@ class ConstrainedCRF(torchcrf.CRF):
         score = torch.cat(
             [(start + emissions[:, 0]).unsqueeze(2), emissions.new_full((batch, num_tags, k - 1), neg_inf)], dim=2
         )
-        stay_tag = torch.arange(num_tags, device=device).view(1, num_tags, 1).expand(batch, num_tags, k)
-        stay_rank = torch.arange(k, device=device).view(1, 1, k).expand(batch, num_tags, k)
-        back_tags, back_ranks = [], []
+        # Backpointers are flat (tag * k + rank) indices into the previous token's (T, k) entries.
+        stay = torch.arange(num_tags * k, device=device).view(1, num_tags, k).expand(batch, num_tags, k)
+        backpointers = []
         for i in range(1, length):
-            # (B, T_prev, 1, k) + (T_prev, T_next, 1) -> (B, T_next, T_prev * k), flat index prev * k + rank
+            # (B, T_prev, 1, k) + (T_prev, T_next, 1) -> (B, T_next, T_prev * k)
             candidates = (score.unsqueeze(2) + transitions.unsqueeze(2)).transpose(1, 2)
             best, index = candidates.reshape(batch, num_tags, num_tags * k).topk(k, dim=2)
             on = mask[:, i].view(batch, 1, 1)
             score = torch.where(on, best + emissions[:, i].unsqueeze(2), score)
             # Padding points back to the same (tag, rank), so the traceback passes through unchanged.
-            back_tags.append(torch.where(on, torch.div(index, k, rounding_mode="floor"), stay_tag))
-            back_ranks.append(torch.where(on, index % k, stay_rank))
+            backpointers.append(torch.where(on, index, stay))
 
         best, index = (score + end.view(1, num_tags, 1)).reshape(batch, num_tags * k).topk(k, dim=1)
-        tag, rank = torch.div(index, k, rounding_mode="floor"), index % k  # (B, k)
-        path = [tag]
-        for prev_tags, prev_ranks in zip(reversed(back_tags), reversed(back_ranks)):
-            flat = tag * k + rank
-            tag = prev_tags.reshape(batch, num_tags * k).gather(1, flat)
-            rank = prev_ranks.reshape(batch, num_tags * k).gather(1, flat)
-            path.append(tag)
+        path = [torch.div(index, k, rounding_mode="floor")]  # (B, k) tags
+        for prev in reversed(backpointers):
+            index = prev.reshape(batch, num_tags * k).gather(1, index)
+            path.append(torch.div(index, k, rounding_mode="floor"))
         tags = torch.stack(path[::-1], dim=2)  # (B, k, L)
         # A finite score traces back through finite entries only; -inf ranks are empty.
         missing = (best == neg_inf).unsqueeze(2) | ~mask.unsqueeze(1) | ~mask[:, :1].unsqueeze(2)

@@ -1,0 +1,474 @@
+"""Tests for the pure-torch CRF in ``spacy_crf_ner.crf``.
+
+Most checks compare against brute force: on sequences of at most 4 tokens every tag path can be
+enumerated, so the partition function, likelihood, Viterbi, marginals, span probabilities and
+k-best lists all have an obvious reference that shares no code with the dynamic programs.
+"""
+import io
+import itertools
+
+import numpy
+import pytest
+import torch
+import torchcrf
+from spacy.training.iob_utils import iob_to_biluo, tags_to_entities
+
+from spacy_crf_ner import tags as tagging
+from spacy_crf_ner.crf import IMPOSSIBLE, ConstrainedCRF, lengths_to_mask
+
+# (scheme, labels); scheme None = no constraints over `labels` (an int) tags.
+CONFIGS = [
+    ("BILUO", ["PER"]),
+    ("BIO", ["PER"]),
+    ("BIO", ["PER", "LOC"]),
+    (None, 4),
+]
+SCHEME_CONFIGS = [c for c in CONFIGS if c[0] is not None]
+IDS = [f"{s}-{l}" for s, l in CONFIGS]
+
+
+def make_crf(scheme, labels, seed=0, dtype=torch.float64):
+    """A CRF with random (not small) parameters, so transitions matter in every test."""
+    if scheme is None:
+        tag_list = [f"T{i}" for i in range(labels)]
+        crf = ConstrainedCRF(labels)
+    else:
+        tag_list = tagging.make_tags(labels, scheme)
+        start, trans, end = tagging.transition_constraints(tag_list, scheme)
+        crf = ConstrainedCRF(len(tag_list), torch.tensor(start), torch.tensor(trans), torch.tensor(end))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in (crf.start_transitions, crf.end_transitions, crf.transitions):
+            param.copy_(torch.randn(param.shape, generator=gen))
+    return crf.to(dtype), tag_list
+
+
+def make_batch(num_tags, lengths, seed=0, scale=2.0, pad_value=1e6, dtype=torch.float64, max_length=None):
+    """Random emissions for left-aligned sequences; padding holds junk that must not leak."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    mask = lengths_to_mask(lengths, max_length)
+    emissions = torch.randn((len(lengths), mask.shape[1], num_tags), generator=gen, dtype=dtype) * scale
+    emissions = emissions.masked_fill(~mask.unsqueeze(2), pad_value)
+    return emissions, mask
+
+
+def brute_paths(crf, emissions, length):
+    """``(paths (P, n), scores (P,))`` of every valid path of one sequence, in numpy float64."""
+    num_tags = crf.num_tags
+    if length == 0:
+        return numpy.zeros((1, 0), dtype=int), numpy.zeros(1)
+    em = emissions[:length].detach().double().numpy()
+    start = crf.start_transitions.detach().double().numpy()
+    trans = crf.transitions.detach().double().numpy()
+    end = crf.end_transitions.detach().double().numpy()
+    ok_start, ok_trans, ok_end = (m.numpy() for m in (crf.allowed_start, crf.allowed_transitions, crf.allowed_end))
+    paths = numpy.array(list(itertools.product(range(num_tags), repeat=length)))
+    prev, nxt = paths[:, :-1], paths[:, 1:]
+    valid = ok_start[paths[:, 0]] & ok_end[paths[:, -1]] & ok_trans[prev, nxt].all(axis=1)
+    scores = (
+        start[paths[:, 0]]
+        + em[numpy.arange(length), paths].sum(axis=1)
+        + trans[prev, nxt].sum(axis=1)
+        + end[paths[:, -1]]
+    )
+    return paths[valid], scores[valid]
+
+
+def logsumexp(values):
+    values = numpy.asarray(values, dtype=float)
+    if len(values) == 0:
+        return -numpy.inf
+    top = values.max()
+    return top + numpy.log(numpy.exp(values - top).sum())
+
+
+def entities(tag_strings, scheme):
+    """Entity spans ``(label, start, end_exclusive)`` of a valid path, by spaCy's own converters."""
+    biluo = list(tag_strings) if scheme == "BILUO" else iob_to_biluo(list(tag_strings))
+    return {(label, start, end + 1) for label, start, end in tags_to_entities(biluo)}
+
+
+LENGTHS = [0, 1, 2, 3, 4, 4, 2, 0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run on one intra-op thread: the CRF's per-position steps are tiny ops, and on a busy
+    machine OpenMP's thread hand-offs made them 10-25x slower (a 5000-token backward went from
+    1.5 s to 35 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- brute force ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_log_partition_and_forward_backward_match_brute_force(scheme, labels, seed):
+    crf, _ = make_crf(scheme, labels, seed)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed, max_length=5)
+    log_z = crf.log_partition(emissions, mask)
+    alpha, beta, fb_log_z = crf.forward_backward(emissions, mask)
+    for b, n in enumerate(LENGTHS):
+        _, scores = brute_paths(crf, emissions[b], n)
+        assert log_z[b].item() == pytest.approx(logsumexp(scores), abs=1e-9)
+    torch.testing.assert_close(fb_log_z, log_z)
+    # Every real token splits every path in two: logsumexp(alpha + beta) is log Z everywhere.
+    per_token = torch.logsumexp(alpha + beta, dim=2)
+    torch.testing.assert_close(per_token[mask], log_z.unsqueeze(1).expand_as(mask)[mask])
+    assert torch.all(alpha[~mask] == 0) and torch.all(beta[~mask] == 0)
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_forward_with_unknown_tags_matches_brute_force(scheme, labels, seed):
+    crf, _ = make_crf(scheme, labels, seed)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed, max_length=5)
+    rng = numpy.random.default_rng(seed)
+    gold = torch.full(mask.shape, -1, dtype=torch.long)
+    expected = []
+    for b, n in enumerate(LENGTHS):
+        paths, scores = brute_paths(crf, emissions[b], n)
+        path = paths[rng.integers(len(paths))]
+        known = rng.random(n) < 0.6
+        gold[b, :n] = torch.tensor(numpy.where(known, path, -1))
+        # Padding tags are ignored, whatever they are.
+        gold[b, n:] = torch.tensor(rng.integers(-1, crf.num_tags, mask.shape[1] - n))
+        agree = (paths[:, known] == path[known]).all(axis=1)
+        expected.append(logsumexp(scores[agree]) - logsumexp(scores))
+    llh = crf(emissions, gold, mask, reduction="none")
+    numpy.testing.assert_allclose(llh.detach().numpy(), expected, atol=1e-9)
+    # Gold that breaks a constraint is (numerically) impossible, yet finite.
+    if scheme is not None:
+        bad = torch.zeros_like(gold)
+        bad[:, 0] = tagging.make_tags(labels, scheme).index(f"I-{labels[0]}")
+        llh = crf(emissions, bad, mask, reduction="none")
+        assert torch.isfinite(llh).all()
+        assert (llh[mask[:, 0]] < IMPOSSIBLE / 2).all()
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_viterbi_matches_brute_force(scheme, labels, seed):
+    crf, _ = make_crf(scheme, labels, seed)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed, max_length=5)
+    scores, tags = crf.viterbi(emissions, mask)
+    decoded = crf.decode(emissions, mask)
+    for b, n in enumerate(LENGTHS):
+        paths, brute = brute_paths(crf, emissions[b], n)
+        best = int(numpy.argmax(brute))
+        assert scores[b].item() == pytest.approx(brute[best], abs=1e-9)
+        assert tags[b, :n].tolist() == paths[best].tolist() == decoded[b]
+        assert (tags[b, n:] == -1).all()
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_marginals_match_brute_force(scheme, labels, seed):
+    crf, _ = make_crf(scheme, labels, seed)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed, max_length=5)
+    marginals = crf.marginals(emissions, mask)
+    for b, n in enumerate(LENGTHS):
+        paths, scores = brute_paths(crf, emissions[b], n)
+        probs = numpy.exp(scores - logsumexp(scores))
+        expected = numpy.zeros((mask.shape[1], crf.num_tags))
+        for i in range(n):
+            numpy.add.at(expected[i], paths[:, i], probs)
+        numpy.testing.assert_allclose(marginals[b].detach().numpy(), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("scheme,labels", SCHEME_CONFIGS + [("BILUO", ["PER", "LOC"])])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_span_log_probs_match_brute_force(scheme, labels, seed):
+    crf, tag_list = make_crf(scheme, labels, seed)
+    lengths = [1, 2, 3, 4, 3] if len(tag_list) <= 5 else [1, 3, 2]  # 9 tags: keep 9**n small
+    emissions, mask = make_batch(crf.num_tags, lengths, seed, max_length=5)
+    queries = [
+        (b, label, start, end)
+        for b, n in enumerate(lengths)
+        for label in labels
+        for start in range(n)
+        for end in range(start + 1, n + 1)
+    ]
+    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, scheme)
+    args = (
+        torch.tensor([q[0] for q in queries]),
+        torch.tensor([q[2] for q in queries]),
+        torch.tensor([q[3] for q in queries]),
+        torch.from_numpy(span_tags),
+        torch.from_numpy(forbidden),
+    )
+    got = crf.span_log_probs(emissions, mask, *args)
+    # Sharing one forward-backward pass gives the same numbers.
+    shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.forward_backward(emissions, mask))
+    torch.testing.assert_close(got, shared)
+
+    brute = {}
+    for b, n in enumerate(lengths):
+        paths, scores = brute_paths(crf, emissions[b], n)
+        log_probs = scores - logsumexp(scores)
+        found = {}
+        for path, log_prob in zip(paths, log_probs):
+            for span in entities([tag_list[t] for t in path], scheme):
+                found.setdefault(span, []).append(log_prob)
+        brute[b] = found
+    for (b, label, start, end), value in zip(queries, got.tolist()):
+        expected = logsumexp(brute[b].get((label, start, end), []))
+        assert numpy.isfinite(expected)  # every span can be spelled by a valid path
+        assert value == pytest.approx(expected, abs=1e-7), (b, label, start, end)
+
+    # An independent route: the constrained forward algorithm, with the span's tags pinned.
+    for n_q, (b, label, start, end) in enumerate(queries[:12]):
+        allowed = torch.ones_like(emissions, dtype=torch.bool)
+        allowed[b, start:end] = False
+        allowed[b, torch.arange(start, end), args[3][n_q, : end - start]] = True
+        if end < lengths[b]:
+            allowed[b, end] = ~args[4][n_q]
+        pinned = crf.log_partition(emissions, mask, allowed) - crf.log_partition(emissions, mask)
+        assert got[n_q].item() == pytest.approx(pinned[b].item(), abs=1e-9)
+
+
+def test_span_log_probs_generic_queries_and_gradients():
+    crf, tag_list = make_crf("BIO", ["PER", "LOC"], seed=3)
+    emissions, mask = make_batch(crf.num_tags, [4, 0, 3], seed=3)
+    emissions.requires_grad_(True)
+    # An empty query list, then a bad query (empty span; past the sequence's end).
+    assert crf.span_log_probs(emissions, mask, *(torch.zeros(0, dtype=torch.long),) * 3,
+                              torch.zeros((0, 1), dtype=torch.long)).shape == (0,)
+    for start, end, b in [(1, 1, 0), (2, 4, 2), (0, 1, 1)]:
+        with pytest.raises(ValueError):
+            crf.span_log_probs(emissions, mask, torch.tensor([b]), torch.tensor([start]), torch.tensor([end]),
+                               torch.tensor([[1, 2]]))
+    # Without forbidden_next, "B-PER I-PER here" includes continuing with I-PER: never less likely.
+    b, s, e = torch.tensor([0]), torch.tensor([0]), torch.tensor([2])
+    path = torch.tensor([[1, 2]])
+    forbid = torch.zeros((1, crf.num_tags), dtype=torch.bool)
+    forbid[0, 2] = True
+    loose = crf.span_log_probs(emissions, mask, b, s, e, path)
+    exact = crf.span_log_probs(emissions, mask, b, s, e, path, forbid)
+    assert loose.item() > exact.item()
+    exact.sum().backward()
+    assert torch.isfinite(emissions.grad).all()
+    assert torch.all(emissions.grad[~mask] == 0)
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_kbest_matches_brute_force(scheme, labels, k):
+    crf, _ = make_crf(scheme, labels, seed=k)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed=k, max_length=5)
+    scores, tags = crf.kbest(emissions, mask, k=k)
+    assert scores.shape == (len(LENGTHS), k) and tags.shape == (len(LENGTHS), k, 5)
+    for b, n in enumerate(LENGTHS):
+        paths, brute = brute_paths(crf, emissions[b], n)
+        order = numpy.argsort(-brute, kind="stable")[:k]
+        expected = numpy.full(k, -numpy.inf)
+        expected[: len(order)] = brute[order]
+        numpy.testing.assert_allclose(scores[b].detach().numpy(), expected, atol=1e-9)
+        for rank in range(k):
+            if rank < len(order):
+                assert tags[b, rank, :n].tolist() == paths[order[rank]].tolist()
+                assert (tags[b, rank, n:] == -1).all()
+            else:
+                assert (tags[b, rank] == -1).all()
+    best_scores, best_tags = crf.viterbi(emissions, mask)
+    torch.testing.assert_close(scores[:, 0], best_scores)
+    assert torch.equal(tags[:, 0], best_tags)
+
+
+def test_kbest_k1_equals_viterbi_float32_large_batch():
+    crf, _ = make_crf("BILUO", ["PER", "LOC", "ORG"], seed=5, dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, list(range(0, 40)), seed=5, scale=5.0, dtype=torch.float32)
+    scores, tags = crf.kbest(emissions, mask, k=1)
+    best_scores, best_tags = crf.viterbi(emissions, mask)
+    assert torch.equal(tags[:, 0], best_tags)
+    torch.testing.assert_close(scores[:, 0], best_scores)
+    with pytest.raises(ValueError):
+        crf.kbest(emissions, mask, k=0)
+
+
+# -- parity with pytorch-crf ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("full_mask", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_parity_with_torchcrf_without_constraints(full_mask, seed):
+    num_tags, batch, length = 6, 8, 7
+    torch.manual_seed(seed)
+    ours = ConstrainedCRF(num_tags)
+    reference = torchcrf.CRF(num_tags, batch_first=True)
+    state = {k: v for k, v in ours.state_dict().items() if not k.startswith("allowed_")}
+    reference.load_state_dict(state)
+    emissions = torch.randn(batch, length, num_tags) * 3
+    tags = torch.randint(num_tags, (batch, length))
+    if full_mask:
+        mask = torch.ones(batch, length, dtype=torch.bool)
+    else:
+        lengths = torch.randint(1, length + 1, (batch,))
+        lengths[0] = length
+        mask = lengths_to_mask(lengths, length)
+    for reduction in ("none", "sum", "mean", "token_mean"):
+        torch.testing.assert_close(
+            ours(emissions, tags, mask, reduction=reduction),
+            reference(emissions, tags, mask, reduction=reduction),
+        )
+    assert ours.decode(emissions, mask) == reference.decode(emissions, mask)
+
+
+# -- constraints ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_decoding_never_breaks_the_scheme(scheme):
+    gen = torch.Generator().manual_seed(7)
+    for round_ in range(9):
+        labels = ["PER", "LOC", "ORG"][: 1 + round_ % 3]
+        crf, tag_list = make_crf(scheme, labels, seed=round_, dtype=torch.float32)
+        lengths = torch.randint(0, 20, (16,), generator=gen)
+        mask = lengths_to_mask(lengths, 20)
+        emissions = torch.randn((16, 20, crf.num_tags), generator=gen) * 20
+        for path in crf.decode(emissions, mask):
+            assert tagging.is_valid([tag_list[t] for t in path], scheme)
+        scores, tags = crf.kbest(emissions, mask, k=4)
+        assert torch.isfinite(scores[:, 0]).all()
+        for b, n in enumerate(lengths.tolist()):
+            for rank in range(4):
+                if torch.isfinite(scores[b, rank]):
+                    assert tagging.is_valid([tag_list[t] for t in tags[b, rank, :n].tolist()], scheme)
+        # Forbidden tags get no posterior mass.
+        marginals = crf.marginals(emissions, mask)
+        forbidden_first = ~crf.allowed_start
+        assert marginals[:, 0, forbidden_first].max() < 1e-6
+
+
+# -- numerics -------------------------------------------------------------------------------
+
+
+def check_everything_finite(crf, emissions, mask, expect_real_rows=True):
+    emissions = emissions.detach().requires_grad_(True)
+    crf.zero_grad()
+    gold = torch.full(mask.shape, -1, dtype=torch.long)
+    gold[:, ::3] = 0  # some known "O", the rest unknown
+    loss = -crf(emissions, gold, mask, reduction="token_mean")
+    assert torch.isfinite(loss)
+    if emissions.shape[1] == 0:
+        # log_partition returns a fresh zeros tensor for a (B, 0, T) batch: no graph to run back.
+        assert loss.item() == 0
+    else:
+        loss.backward()
+        assert torch.isfinite(emissions.grad).all()
+        for param in crf.parameters():
+            assert param.grad is None or torch.isfinite(param.grad).all()  # None: length 1 never moves
+    with torch.no_grad():
+        marginals = crf.marginals(emissions, mask)
+        assert torch.isfinite(marginals).all()
+        sums = marginals.sum(dim=2)
+        torch.testing.assert_close(sums[mask], torch.ones_like(sums[mask]))
+        assert torch.all(sums[~mask] == 0)
+        alpha, beta, log_z = crf.forward_backward(emissions, mask)
+        assert torch.isfinite(alpha).all() and torch.isfinite(beta).all() and torch.isfinite(log_z).all()
+        scores, tags = crf.viterbi(emissions, mask)
+        assert torch.isfinite(scores).all()
+        assert torch.equal(tags >= 0, mask)
+        k_scores, k_tags = crf.kbest(emissions, mask, k=2)
+        assert torch.isfinite(k_scores[:, 0]).all()
+        torch.testing.assert_close(k_scores[:, 0], scores)
+        # Over thousands of float32 additions exact ties between paths happen, and max() and
+        # topk() may break them differently: compare the paths by their (float64) scores.
+        assert torch.equal(k_tags[:, 0] >= 0, mask)
+        for b in range(len(mask)):
+            n = int(mask[b].sum())
+            assert path_score(crf, emissions[b], k_tags[b, 0, :n]) == pytest.approx(
+                path_score(crf, emissions[b], tags[b, :n]), rel=1e-6, abs=1e-6)
+    return marginals
+
+
+def path_score(crf, emissions, path):
+    """The float64 score of one path (``path`` (n,) long), constraints ignored."""
+    if len(path) == 0:
+        return 0.0
+    em = emissions.double()
+    start, trans, end = (p.double() for p in (crf.start_transitions, crf.transitions, crf.end_transitions))
+    score = start[path[0]] + em[torch.arange(len(path)), path].sum() + trans[path[:-1], path[1:]].sum() + end[path[-1]]
+    return score.item()
+
+
+@pytest.mark.parametrize("length", [0, 1])
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_numerics_tiny_lengths(length, scale):
+    crf, _ = make_crf("BILUO", ["PER", "LOC"], dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, [length, length], scale=scale, dtype=torch.float32)
+    check_everything_finite(crf, emissions, mask)
+    # A (B, 0, T) batch too.
+    empty = torch.zeros((2, 0, crf.num_tags))
+    assert crf.forward_backward(empty)[0].shape == (2, 0, crf.num_tags)
+    assert crf.marginals(empty).shape == (2, 0, crf.num_tags)
+    scores, tags = crf.kbest(empty, k=3)
+    assert scores[:, 0].eq(0).all() and scores[:, 1:].eq(float("-inf")).all() and tags.shape == (2, 3, 0)
+
+
+@pytest.mark.parametrize("lengths,scale", [([5000, 0, 1, 2, 17], 1e3), ([300, 0, 1, 299, 5], 1.0)])
+def test_numerics_long_and_mixed_lengths(lengths, scale):
+    crf, _ = make_crf("BILUO", ["PER", "LOC"], dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, lengths, scale=scale, dtype=torch.float32)
+    check_everything_finite(crf, emissions, mask)
+
+
+def test_numerics_all_padding():
+    crf, _ = make_crf("BIO", ["PER", "LOC"], dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, [0, 0, 0], dtype=torch.float32, max_length=4)
+    marginals = check_everything_finite(crf, emissions, mask)
+    assert torch.all(marginals == 0)
+    assert torch.all(crf(emissions, torch.zeros_like(mask, dtype=torch.long), mask, reduction="none") == 0)
+    scores, tags = crf.kbest(emissions, mask, k=3)
+    assert scores[:, 0].eq(0).all() and scores[:, 1:].eq(float("-inf")).all() and tags.eq(-1).all()
+
+
+def test_padding_junk_does_not_leak():
+    crf, _ = make_crf("BIO", ["PER", "LOC"], dtype=torch.float64)
+    emissions, mask = make_batch(crf.num_tags, [4, 2, 0], max_length=5)
+    clean = emissions.masked_fill(~mask.unsqueeze(2), 0.0)
+    for junk in (float("inf"), float("-inf"), float("nan")):
+        dirty = emissions.masked_fill(~mask.unsqueeze(2), junk).requires_grad_(True)
+        for got, want in zip(crf.forward_backward(dirty, mask), crf.forward_backward(clean, mask)):
+            assert torch.equal(got, want)
+        marginals = crf.marginals(dirty, mask)
+        torch.testing.assert_close(marginals, crf.marginals(clean, mask))
+        span = crf.span_log_probs(dirty, mask, torch.tensor([1]), torch.tensor([0]), torch.tensor([2]),
+                                  torch.tensor([[1, 2]]))
+        span.sum().backward()
+        assert torch.isfinite(span).all() and torch.isfinite(dirty.grad).all()
+        assert torch.equal(crf.kbest(dirty, mask, k=3)[1], crf.kbest(clean, mask, k=3)[1])
+
+
+# -- gradients ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+def test_marginals_are_the_gradient_of_log_partition(scheme, labels):
+    crf, _ = make_crf(scheme, labels, seed=11)
+    emissions, mask = make_batch(crf.num_tags, [7, 1, 0, 12, 5], seed=11, pad_value=0.0)
+    emissions.requires_grad_(True)
+    crf.log_partition(emissions, mask).sum().backward()
+    torch.testing.assert_close(crf.marginals(emissions, mask), emissions.grad)
+
+
+# -- serialization --------------------------------------------------------------------------
+
+
+def test_from_state_bytes_round_trip():
+    crf, _ = make_crf("BILUO", ["PER", "LOC"], seed=4, dtype=torch.float32)
+    buffer = io.BytesIO()
+    torch.save(crf.state_dict(), buffer)
+    restored = ConstrainedCRF.from_state_bytes(buffer.getvalue())
+    assert restored.num_tags == crf.num_tags
+    for name, value in crf.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], value), name
+    assert not restored.allowed_transitions.all()  # the constraints came back, not the defaults
+    emissions, mask = make_batch(crf.num_tags, [9, 3, 0, 6], seed=4, scale=5.0, dtype=torch.float32)
+    assert restored.decode(emissions, mask) == crf.decode(emissions, mask)
+    torch.testing.assert_close(restored.log_partition(emissions, mask), crf.log_partition(emissions, mask))
