@@ -196,15 +196,17 @@ class ConstrainedCRF(torchcrf.CRF):
         for i in range(1, len(steps)):
             top = alpha.detach().amax(dim=1, keepdim=True)
             total = torch.exp(alpha - top) @ weights
-            if careful:
-                under = total.detach() < floor
-                exact = ConstrainedCRF._logsumexp_previous(alpha, transitions) - shift
+            under = total.detach() < floor if careful else None
+            if careful and bool(under.any()):  # a host sync per token, only when redoing a call
+                rows = under.any(dim=1).nonzero().squeeze(1)
+                exact = ConstrainedCRF._logsumexp_previous(alpha[rows], transitions) - shift
+                exact = torch.zeros_like(total).index_copy(0, rows, exact)
                 step = torch.where(under, exact, torch.log(torch.where(under, 1.0, total)) + top)
             else:
                 totals.append(total.detach())
                 step = torch.log(total) + top
             alpha = torch.where(on[i], step + steps[i], alpha)
-        if totals and bool((torch.stack(totals) < floor).any()):  # one host sync per call
+        if not careful and totals and bool((torch.stack(totals) < floor).any()):  # one host sync
             return None
         return alpha
 

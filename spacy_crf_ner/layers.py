@@ -71,7 +71,7 @@ def _deserialize_crf(model, state_bytes: bytes, device) -> ConstrainedCRF:
 
 def build_crf_layer(lr_scale: float = 1.0) -> Model:
     """A Thinc layer holding the CRF. It has no forward pass of its own: the functions below
-    (:func:`crf_loss`, :func:`crf_decode`, ...) use it. Its CRF is built in ``initialize`` from
+    (:func:`crf_loss`, the component's ``predict``) use it. Its CRF is built in ``initialize`` from
     ``attrs["tags"]`` and ``attrs["scheme"]``, which the component sets, and
     ``attrs["constrained"]`` (forbidden moves on or off)."""
     return Model(
@@ -84,7 +84,7 @@ def build_crf_layer(lr_scale: float = 1.0) -> Model:
 
 
 def _no_forward(model, X, is_train):
-    raise NotImplementedError("use spacy_crf_ner.layers.crf_loss / crf_decode with the CRF layer")
+    raise NotImplementedError("the CRF layer has no forward pass: use crf_loss, or get_crf for decoding")
 
 
 def _init_crf(model: Model, X=None, Y=None) -> Model:
@@ -106,8 +106,9 @@ def get_crf(model: Model) -> ConstrainedCRF:
     return crf
 
 
-def _pad(model: Model, emissions: List[Floats2d], requires_grad: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """List of ``(n_i, T)`` arrays -> ``(B, L, T)`` torch tensor and ``(B, L)`` bool mask."""
+def pad_emissions(model: Model, emissions: List[Floats2d], requires_grad: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-doc emissions, a list of ``(n_i, T)`` arrays, as one ``(B, L, T)`` tensor on the
+    CRF's device, and the ``(B, L)`` bool mask of real tokens."""
     crf = get_crf(model)
     device = crf.transitions.device
     lengths = torch.tensor([len(e) for e in emissions], dtype=torch.long, device=device)
@@ -128,7 +129,7 @@ def crf_loss(
     (those tokens are marginalised over). As in any CRF, the loss owns parameters: the CRF's
     gradients accumulate in the shim and are applied by the next ``finish_update``.
     """
-    padded, mask = _pad(model, emissions, requires_grad=True)
+    padded, mask = pad_emissions(model, emissions, requires_grad=True)
     tags = torch.full(mask.shape, -1, dtype=torch.long, device=padded.device)
     for i, doc_tags in enumerate(gold):
         tags[i, : len(doc_tags)] = torch.as_tensor(doc_tags, dtype=torch.long)
@@ -136,13 +137,3 @@ def crf_loss(
     nll.backward()
     d_padded = torch2xp(padded.grad)
     return float(nll.detach()), [d_padded[i, : len(e)] for i, e in enumerate(emissions)]
-
-
-def crf_decode(model: Model, emissions: List[Floats2d]) -> List[numpy.ndarray]:
-    """The best valid tag path of each doc, as int arrays of tag indices."""
-    with torch.no_grad():
-        padded, mask = _pad(model, emissions)
-        _, tags = get_crf(model).viterbi(padded, mask)
-    tags = tags.cpu().numpy()
-    return [tags[i, : len(e)] for i, e in enumerate(emissions)]
-

@@ -1,18 +1,20 @@
 """The ``crf_ner`` pipeline component: named entities from a linear-chain CRF."""
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy
+import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.pipeline.ner import ner_score
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
-from .layers import crf_decode, crf_loss, get_crf
+from .confidence import Analysis, Entity, candidate_entities, entity_probabilities, kbest_analyses
+from .layers import crf_loss, get_crf, pad_emissions
 from .tags import check_scheme, from_biluo, make_tags, to_spans
 
 DEFAULT_CRF_LR_MULTIPLIER = 100.0
@@ -37,12 +39,15 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 
 @Language.factory(
     "crf_ner",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config={
         "model": DEFAULT_MODEL,
         "scheme": "BILUO",
         "constrained": True,
         "crf_lr_multiplier": DEFAULT_CRF_LR_MULTIPLIER,
+        "confidences": True,
+        "spans_key": None,
+        "threshold": None,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -54,6 +59,9 @@ def make_crf_ner(
     scheme: str,
     constrained: bool,
     crf_lr_multiplier: float,
+    confidences: bool,
+    spans_key: Optional[str],
+    threshold: Optional[float],
     scorer: Optional[Callable],
 ) -> "CRFEntityRecognizer":
     """Create a ``crf_ner`` component.
@@ -63,6 +71,11 @@ def make_crf_ner(
     constrained: forbid the moves the scheme forbids, in training and decoding, so every
         decoded sequence is a valid set of entities.
     crf_lr_multiplier: the CRF's learning rate as a multiple of the optimizer's.
+    confidences: also store each entity's probability: ``doc.spans[spans_key]`` holds the
+        entities, ``.attrs["scores"]`` their probabilities in order.
+    spans_key: the ``doc.spans`` key for the confidences (default: the component's name).
+    threshold: if set, the span group also holds every other labelled span whose probability
+        is at least this (high-recall candidates; ``doc.ents`` is unchanged).
     scorer: the scoring method (default: spaCy's NER scorer, ``ents_p/r/f`` per type).
     """
     return CRFEntityRecognizer(
@@ -72,15 +85,29 @@ def make_crf_ner(
         scheme=scheme,
         constrained=constrained,
         crf_lr_multiplier=crf_lr_multiplier,
+        confidences=confidences,
+        spans_key=spans_key,
+        threshold=threshold,
         scorer=scorer,
     )
 
 
-class CRFEntityRecognizer(TrainablePipe):
-    """Predicts ``doc.ents`` with a CRF over per-token emission scores.
+class Predictions(NamedTuple):
+    """What ``predict`` gives ``set_annotations``, one entry per doc: the best tag path (tag
+    indices, ``(n_tokens,)``), its entities, and the spans and probabilities for the span group
+    (empty lists when confidences are off)."""
 
-    ``predict`` returns, per doc, an int array of tag indices into :attr:`tags` (index 0 is
-    ``O``); ``set_annotations`` turns them into ``doc.ents``.
+    paths: List[numpy.ndarray]
+    ents: List[List[Entity]]
+    spans: List[List[Entity]]
+    scores: List[numpy.ndarray]
+
+
+class CRFEntityRecognizer(TrainablePipe):
+    """Predicts ``doc.ents`` with a CRF over per-token emission scores, and optionally each
+    entity's probability in ``doc.spans[spans_key]`` (as spaCy's ``spancat`` stores scores).
+
+    Tag paths are arrays of indices into :attr:`tags` (index 0 is ``O``).
     """
 
     def __init__(
@@ -92,8 +119,13 @@ class CRFEntityRecognizer(TrainablePipe):
         scheme: str = "BILUO",
         constrained: bool = True,
         crf_lr_multiplier: float = DEFAULT_CRF_LR_MULTIPLIER,
+        confidences: bool = True,
+        spans_key: Optional[str] = None,
+        threshold: Optional[float] = None,
         scorer: Optional[Callable] = ner_score,
     ) -> None:
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -103,6 +135,9 @@ class CRFEntityRecognizer(TrainablePipe):
             "scheme": check_scheme(scheme),
             "constrained": constrained,
             "crf_lr_multiplier": crf_lr_multiplier,
+            "confidences": confidences,
+            "spans_key": spans_key,
+            "threshold": threshold,
         }
         crf_layer = self.model.get_ref("crf")
         crf_layer.attrs["scheme"] = scheme
@@ -119,6 +154,10 @@ class CRFEntityRecognizer(TrainablePipe):
     def label_data(self) -> List[str]:
         """The labels, as ``spacy init labels`` writes them."""
         return list(self.labels)
+
+    @property
+    def spans_key(self) -> str:
+        return self.cfg["spans_key"] or self.name
 
     @property
     def tags(self) -> List[str]:
@@ -217,15 +256,70 @@ class CRFEntityRecognizer(TrainablePipe):
 
     # -- prediction --------------------------------------------------------------------------
 
-    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+    def predict(self, docs: Iterable[Doc]) -> Predictions:
         docs = list(docs)
-        get_crf(self.model.get_ref("crf"))  # a clear error if not initialized
-        if not any(len(doc) for doc in docs):
-            return [numpy.zeros((0,), dtype="int64") for _ in docs]
-        emissions = self.model.predict(docs)
-        return crf_decode(self.model.get_ref("crf"), emissions)
+        crf = get_crf(self.model.get_ref("crf"))
+        tags, scheme = self.tags, self.cfg["scheme"]
+        with torch.no_grad():
+            emissions, mask = self._emissions(docs)
+            _, best = crf.viterbi(emissions, mask)
+            best = best.cpu().numpy()
+            paths = [best[i, : len(doc)] for i, doc in enumerate(docs)]
+            ents = [
+                [(span.label_, span.start, span.end) for span in to_spans(doc, [tags[t] for t in path], scheme)]
+                for doc, path in zip(docs, paths)
+            ]
+            spans = ents if self.cfg["confidences"] else [[] for _ in docs]
+            if self.cfg["threshold"] is not None:
+                marginals = crf.marginals(emissions, mask).cpu().numpy()
+                spans = [
+                    doc_ents + [c for c in candidate_entities(marginals[i, : len(doc)], tags, scheme, self.cfg["threshold"]) if c not in doc_ents]
+                    for i, (doc, doc_ents) in enumerate(zip(docs, spans))
+                ]
+            scores = entity_probabilities(crf, emissions, mask, spans, tags, scheme)
+        if self.cfg["threshold"] is not None:
+            spans, scores = self._keep_likely(ents, spans, scores)
+        return Predictions(paths, ents, spans, scores)
 
-    def set_annotations(self, docs: Iterable[Doc], paths: List[numpy.ndarray]) -> None:
-        tags = self.tags
-        for doc, path in zip(docs, paths):
-            doc.set_ents(to_spans(doc, [tags[i] for i in path], self.cfg["scheme"]), default="outside")
+    def _keep_likely(self, ents, spans, scores):
+        """Drop the candidates under the threshold; the best path's entities always stay."""
+        keep_spans, keep_scores = [], []
+        for doc_ents, doc_spans, doc_scores in zip(ents, spans, scores):
+            keep = [i < len(doc_ents) or p >= self.cfg["threshold"] for i, p in enumerate(doc_scores)]
+            keep_spans.append([span for span, k in zip(doc_spans, keep) if k])
+            keep_scores.append(doc_scores[numpy.array(keep, dtype=bool)] if len(keep) else doc_scores)
+        return keep_spans, keep_scores
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Predictions) -> None:
+        store = self.cfg["confidences"] or self.cfg["threshold"] is not None
+        for doc, ents, spans, scores in zip(docs, predictions.ents, predictions.spans, predictions.scores):
+            doc.set_ents([Span(doc, start, end, label=label) for label, start, end in ents], default="outside")
+            if store:
+                group = [Span(doc, start, end, label=label) for label, start, end in spans]
+                doc.spans[self.spans_key] = SpanGroup(
+                    doc, name=self.spans_key, spans=group, attrs={"scores": [float(p) for p in scores]}
+                )
+
+    def kbest(self, docs: Iterable[Doc], k: int = 5) -> List[List[Analysis]]:
+        """The ``k`` best analyses of each doc, best first: ``Analysis(score, probability,
+        tags, ents)``, with ``probability`` the CRF's exact probability of that tag path."""
+        docs = list(docs)
+        crf = get_crf(self.model.get_ref("crf"))
+        with torch.no_grad():
+            emissions, mask = self._emissions(docs)
+            return kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
+
+    def _emissions(self, docs: List[Doc]):
+        """``(B, L, T)`` emissions on the CRF's device and the ``(B, L)`` mask of real tokens."""
+        get_crf(self.model.get_ref("crf"))  # a clear error if not initialized
+        if any(len(doc) for doc in docs):
+            scores = self.model.predict(docs)
+        else:  # like spaCy's tagger, don't run the encoder on nothing
+            scores = [self.model.ops.alloc2f(0, len(self.tags)) for _ in docs]
+        return pad_emissions(self.model.get_ref("crf"), scores)
+
+
+def entity_confidences(doc: Doc, key: str = "crf_ner") -> List[tuple]:
+    """``[(entity span, probability), ...]`` for the spans ``crf_ner`` stored under ``key``."""
+    group = doc.spans[key]
+    return list(zip(group, group.attrs["scores"]))

@@ -86,13 +86,12 @@ def test_survives_awkward_docs(blank_en, make_examples):
     assert numpy.isfinite(losses["crf_ner"])
     ner = blank_en.get_pipe("crf_ner")
     docs = list(blank_en.pipe(texts, batch_size=4))
-    for doc in docs:
-        tags = ["O"] * len(doc)
-        for ent in doc.ents:
-            tags[ent.start : ent.end] = [f"B-{ent.label_}"] + [f"I-{ent.label_}"] * (len(ent) - 1)
-        assert is_valid(tags, "BIO")
     assert [len(d) for d in docs][:3] == [0, 1, 1]
-    assert all(len(p) == len(d) for p, d in zip(ner.predict(docs), docs))
+    predictions = ner.predict(docs)
+    for doc, path, scores in zip(docs, predictions.paths, predictions.scores):
+        assert len(path) == len(doc)
+        assert is_valid([ner.tags[t] for t in path], "BILUO")
+        assert numpy.all((scores >= 0) & (scores <= 1))
 
 
 def test_missing_annotation_is_marginalised(blank_en, make_examples):

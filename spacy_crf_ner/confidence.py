@@ -1,0 +1,104 @@
+"""Entity confidences and alternatives from the CRF's exact posteriors.
+
+The probability of an entity is the probability mass the CRF puts on every valid tag path that
+spells exactly that labelled span (``ConstrainedCRF.span_log_probs``). Above-threshold
+candidates are found exactly, not sampled: a span can only have probability ``p`` if every one
+of its tokens has the span's tag with marginal probability at least ``p``, so only runs of
+such tokens are scored.
+"""
+from typing import List, NamedTuple, Sequence, Tuple
+
+import numpy
+import torch
+from spacy.tokens import Doc, Span
+
+from .crf import ConstrainedCRF
+from .tags import span_queries, to_spans
+
+Entity = Tuple[str, int, int]  # (label, start token, end token exclusive)
+
+
+class Analysis(NamedTuple):
+    """One of the k best analyses of a doc: its path score, its probability under the CRF,
+    its tags and the entities they spell."""
+
+    score: float
+    probability: float
+    tags: List[str]
+    ents: List[Span]
+
+
+def entity_probabilities(
+    crf: ConstrainedCRF,
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    entities: Sequence[Sequence[Entity]],
+    tags: Sequence[str],
+    scheme: str,
+) -> List[numpy.ndarray]:
+    """The probability of each doc's entities. ``emissions (B, L, T)``, ``mask (B, L)``;
+    ``entities[b]`` lists doc b's entities; returns one float array per doc, in order."""
+    flat = [(b, ent) for b, doc_ents in enumerate(entities) for ent in doc_ents]
+    if not flat:
+        return [numpy.zeros((0,), dtype="float32") for _ in entities]
+    device = emissions.device
+    paths, forbidden = span_queries([ent for _, ent in flat], tags, scheme)
+    log_probs = crf.span_log_probs(
+        emissions,
+        mask,
+        torch.tensor([b for b, _ in flat], device=device),
+        torch.tensor([ent[1] for _, ent in flat], device=device),
+        torch.tensor([ent[2] for _, ent in flat], device=device),
+        torch.from_numpy(paths).to(device),
+        torch.from_numpy(forbidden).to(device),
+    )
+    probs = log_probs.exp().clamp(max=1.0).cpu().numpy()
+    out, offset = [], 0
+    for doc_ents in entities:
+        out.append(probs[offset : offset + len(doc_ents)])
+        offset += len(doc_ents)
+    return out
+
+
+def candidate_entities(marginals: numpy.ndarray, tags: Sequence[str], scheme: str, threshold: float) -> List[Entity]:
+    """Every labelled span of one doc that could have probability >= ``threshold``, given its
+    token-tag marginals ``(n_tokens, T)``: each token must carry the span's tag with at least
+    that probability (a necessary condition; the exact probability is computed afterwards)."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    likely = marginals >= threshold
+    single, last = ("U", "L") if scheme == "BILUO" else ("B", "I")
+    found: List[Entity] = []
+    for label in sorted({tag[2:] for tag in tags if tag != "O"}):
+        begin, inside = index[f"B-{label}"], index[f"I-{label}"]
+        for start in range(len(marginals)):
+            if likely[start, index[f"{single}-{label}"]]:
+                found.append((label, start, start + 1))
+            if not likely[start, begin]:
+                continue
+            # Tokens start+1 .. end-2 are inside (I-X), token end-1 closes the span.
+            for end in range(start + 2, len(marginals) + 1):
+                if likely[end - 1, index[f"{last}-{label}"]]:
+                    found.append((label, start, end))
+                if not likely[end - 1, inside]:
+                    break
+    return found
+
+
+def kbest_analyses(
+    crf: ConstrainedCRF, emissions: torch.Tensor, mask: torch.Tensor, docs: Sequence[Doc], tags: Sequence[str], scheme: str, k: int
+) -> List[List[Analysis]]:
+    """The ``k`` best analyses of each doc, best first (fewer if fewer valid paths exist)."""
+    scores, paths = crf.kbest(emissions, mask, k)
+    log_z = crf.log_partition(emissions, mask)
+    probs = (scores - log_z.unsqueeze(1)).exp().cpu().numpy()
+    scores, paths = scores.cpu().numpy(), paths.cpu().numpy()
+    out = []
+    for b, doc in enumerate(docs):
+        analyses = []
+        for r in range(k):
+            if not numpy.isfinite(scores[b, r]):
+                break
+            doc_tags = [tags[i] for i in paths[b, r, : len(doc)]]
+            analyses.append(Analysis(float(scores[b, r]), float(probs[b, r]), doc_tags, to_spans(doc, doc_tags, scheme)))
+        out.append(analyses)
+    return out
