@@ -144,7 +144,10 @@ class ConstrainedCRF(torchcrf.CRF):
                 log_z = self._path_score(emissions, tags, mask, start, transitions, end)
                 return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
             emissions = emissions.masked_fill(~allowed_tags, IMPOSSIBLE)
-        alpha = self._forward_scores(emissions, mask, start, transitions, careful=False)
+        # Partly known gold under constraints: after a known tag, the tags it may not precede
+        # underflow in the fast steps, so go careful at once.
+        careful = allowed_tags is not None and not bool(self.allowed_transitions.all())
+        alpha = self._forward_scores(emissions, mask, start, transitions, careful=careful)
         if alpha is None:  # some fast step underflowed: redo, with exact steps where needed
             alpha = self._forward_scores(emissions, mask, start, transitions, careful=True)
         log_z = torch.logsumexp(alpha + end, dim=1)
@@ -183,7 +186,8 @@ class ConstrainedCRF(torchcrf.CRF):
         ``(B, T, T)`` tensor. Every factor is at most 1, and a sum of at least ``tiny / eps``
         loses nothing that matters; a smaller one had its terms underflow (a tag reachable only
         from far less likely tags, or only by forbidden moves). Then the result is None, unless
-        ``careful``: then those entries take the exact (log-space) step.
+        ``careful``: then those entries take the exact (log-space) step, so the result is exact
+        (to rounding) for any emissions.
         """
         info = torch.finfo(emissions.dtype)
         floor = info.tiny / info.eps
@@ -197,8 +201,12 @@ class ConstrainedCRF(torchcrf.CRF):
             top = alpha.detach().amax(dim=1, keepdim=True)
             total = torch.exp(alpha - top) @ weights
             under = total.detach() < floor if careful else None
-            if careful and bool(under.any()):  # a host sync per token, only when redoing a call
-                rows = under.any(dim=1).nonzero().squeeze(1)
+            # On CPU a host sync per token is cheap and spares exact steps; elsewhere, no syncs.
+            if careful and (not total.is_cpu or bool(under.any())):
+                if total.is_cpu:
+                    rows = under.any(dim=1).nonzero().squeeze(1)
+                else:
+                    rows = torch.arange(len(total), device=total.device)
                 exact = ConstrainedCRF._logsumexp_previous(alpha[rows], transitions) - shift
                 exact = torch.zeros_like(total).index_copy(0, rows, exact)
                 step = torch.where(under, exact, torch.log(torch.where(under, 1.0, total)) + top)

@@ -72,14 +72,16 @@ def _deserialize_crf(model, state_bytes: bytes, device) -> ConstrainedCRF:
 def build_crf_layer(lr_scale: float = 1.0) -> Model:
     """A Thinc layer holding the CRF. It has no forward pass of its own: the functions below
     (:func:`crf_loss`, the component's ``predict``) use it. Its CRF is built in ``initialize`` from
-    ``attrs["tags"]`` and ``attrs["scheme"]``, which the component sets, and
-    ``attrs["constrained"]`` (forbidden moves on or off)."""
+    ``attrs["tags"]`` and ``attrs["scheme"]``, which the component sets, with
+    ``attrs["constrained"]`` (forbidden moves on or off) and ``attrs["transitions"]`` (off: the
+    start, end and transition scores start at 0, and the component keeps them there, which
+    makes the "CRF" a per-token softmax)."""
     return Model(
         "crf",
         _no_forward,
         init=_init_crf,
         shims=[CRFShim(lr_scale=lr_scale)],
-        attrs={"tags": [], "scheme": "BILUO", "constrained": True},
+        attrs={"tags": [], "scheme": "BILUO", "constrained": True, "transitions": True},
     )
 
 
@@ -94,7 +96,11 @@ def _init_crf(model: Model, X=None, Y=None) -> Model:
     masks = [None, None, None]
     if model.attrs["constrained"]:
         masks = [torch.from_numpy(m) for m in transition_constraints(tags, model.attrs["scheme"])]
-    model.shims[0]._model = ConstrainedCRF(len(tags), *masks).to(get_torch_default_device())
+    crf = ConstrainedCRF(len(tags), *masks)
+    if not model.attrs["transitions"]:
+        for param in crf.parameters():
+            torch.nn.init.zeros_(param)
+    model.shims[0]._model = crf.to(get_torch_default_device())
     return model
 
 

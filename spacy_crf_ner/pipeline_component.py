@@ -44,6 +44,7 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
         "model": DEFAULT_MODEL,
         "scheme": "BILUO",
         "constrained": True,
+        "use_crf": True,
         "crf_lr_multiplier": DEFAULT_CRF_LR_MULTIPLIER,
         "confidences": True,
         "spans_key": None,
@@ -58,6 +59,7 @@ def make_crf_ner(
     model: Model[List[Doc], List[Floats2d]],
     scheme: str,
     constrained: bool,
+    use_crf: bool,
     crf_lr_multiplier: float,
     confidences: bool,
     spans_key: Optional[str],
@@ -84,6 +86,7 @@ def make_crf_ner(
         name,
         scheme=scheme,
         constrained=constrained,
+        use_crf=use_crf,
         crf_lr_multiplier=crf_lr_multiplier,
         confidences=confidences,
         spans_key=spans_key,
@@ -118,6 +121,7 @@ class CRFEntityRecognizer(TrainablePipe):
         *,
         scheme: str = "BILUO",
         constrained: bool = True,
+        use_crf: bool = True,
         crf_lr_multiplier: float = DEFAULT_CRF_LR_MULTIPLIER,
         confidences: bool = True,
         spans_key: Optional[str] = None,
@@ -134,6 +138,7 @@ class CRFEntityRecognizer(TrainablePipe):
             "labels": [],
             "scheme": check_scheme(scheme),
             "constrained": constrained,
+            "use_crf": use_crf,
             "crf_lr_multiplier": crf_lr_multiplier,
             "confidences": confidences,
             "spans_key": spans_key,
@@ -142,7 +147,10 @@ class CRFEntityRecognizer(TrainablePipe):
         crf_layer = self.model.get_ref("crf")
         crf_layer.attrs["scheme"] = scheme
         crf_layer.attrs["constrained"] = constrained
-        crf_layer.shims[0].lr_scale = crf_lr_multiplier
+        crf_layer.attrs["transitions"] = use_crf
+        # A rate of 0 keeps the zero scores of use_crf=False exactly (Adam's step and its
+        # weight decay are both scaled by it), also after save and load.
+        crf_layer.shims[0].lr_scale = crf_lr_multiplier if use_crf else 0.0
 
     # -- labels ------------------------------------------------------------------------------
 

@@ -84,9 +84,20 @@ def from_biluo(biluo: Iterable[Optional[str]], scheme: str) -> List[Optional[str
     return biluo if scheme == "BILUO" else biluo_to_iob(biluo)
 
 
+def repair(tags: Sequence[str], scheme: str) -> List[str]:
+    """A valid sequence from any tag sequence, the way spaCy reads IOB: an entity starts at
+    every B- tag and at every I- tag that does not continue one (``O I-X`` -> ``O B-X``)."""
+    if is_valid(tags, scheme):
+        return list(tags)
+    biluo = iob_to_biluo(biluo_to_iob(tags))
+    return biluo if scheme == "BILUO" else biluo_to_iob(biluo)
+
+
 def to_spans(doc: Doc, tags: Sequence[str], scheme: str) -> List[Span]:
-    """Entity spans for a valid tag sequence over ``doc``'s tokens."""
-    biluo = list(tags) if scheme == "BILUO" else iob_to_biluo(tags)
+    """Entity spans for a tag sequence over ``doc``'s tokens (repaired first if invalid, which
+    only an unconstrained model can produce)."""
+    tags = repair(tags, scheme)
+    biluo = tags if scheme == "BILUO" else iob_to_biluo(tags)
     return biluo_tags_to_spans(doc, biluo)
 
 

@@ -167,3 +167,27 @@ def test_parameter_averages_reach_the_crf(blank_en, make_examples):
         averaged = crf.transitions.detach().clone()
     assert not torch.equal(current, averaged)
     assert torch.equal(crf.transitions.detach(), current)
+
+
+def test_softmax_baseline_keeps_transitions_at_zero_and_repairs(blank_en, make_examples):
+    """use_crf=False is a per-token softmax: zero transition scores that never move, per-token
+    argmax decoding, and invalid sequences repaired into entities."""
+    examples = make_examples(blank_en, 30)
+    train_nlp(blank_en, examples, steps=15, use_crf=False, constrained=False)
+    ner = blank_en.get_pipe("crf_ner")
+    crf = ner.model.get_ref("crf").shims[0]._model
+    assert all(torch.count_nonzero(p) == 0 for p in crf.parameters())
+    docs = [blank_en.make_doc(eg.reference.text) for eg in examples[:10]]
+    emissions = ner.model.predict(docs)
+    predictions = ner.predict(docs)
+    for scores, path in zip(emissions, predictions.paths):
+        assert path.tolist() == scores.argmax(axis=1).tolist()
+    assert blank_en.evaluate(examples)["ents_f"] > 0.9
+
+
+def test_repair_of_invalid_sequences():
+    from spacy_crf_ner.tags import repair
+
+    assert repair(["O", "I-PER", "L-PER", "B-LOC"], "BILUO") == ["O", "B-PER", "L-PER", "U-LOC"]
+    assert repair(["I-PER", "I-LOC", "O"], "BIO") == ["B-PER", "B-LOC", "O"]
+    assert repair(["B-PER", "L-PER"], "BILUO") == ["B-PER", "L-PER"]
