@@ -1,5 +1,6 @@
 """Shared fixtures: small synthetic NER data and a tiny random-weight BERT made on the spot, so
 the suite needs no download and no ../shared data."""
+import os
 import random
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import pytest
 import spacy
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
+
+# Everything the tests load is made or shipped locally; never ask a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PEOPLE = ["Anna Berg", "Tomas Lind", "Maria", "Jon Olsen", "Lea Park", "Omar Diaz", "Ivy Chen"]
 ORGS = ["Nordbank", "Acme Corp", "the Blue Lions", "Helix Labs", "Orbit Media"]
