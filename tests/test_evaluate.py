@@ -29,6 +29,7 @@ evaluate_script = _load("evaluate_script", ROOT / "scripts" / "evaluate.py")
 
 
 def train(nlp, examples, steps):
+    spacy.util.fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)
     for _ in range(steps):
         nlp.update(examples, sgd=optimizer)
@@ -145,6 +146,18 @@ def test_plain_spacy_ner_pipeline(tmp_path, make_examples):
     assert not (tmp_path / "out" / "reliability.png").exists()
     assert_png(tmp_path / "out" / "per_label_prf.png")
     assert (tmp_path / "out" / "examples.html").read_text(encoding="utf8").count('class="example ') == 5
+
+
+def test_heatmap_skip_reason(make_examples):
+    nlp = spacy.blank("en")
+    crf = nlp.add_pipe("crf_ner")
+    softmax = nlp.add_pipe("crf_ner", name="softmax_ner", config={"use_crf": False})
+    ner = nlp.add_pipe("ner")
+    nlp.initialize(lambda: make_examples(nlp, 5))
+    assert evaluate_script.heatmap_skip_reason(crf) is None
+    assert "use_crf=False" in evaluate_script.heatmap_skip_reason(softmax)
+    assert "no CRF" in evaluate_script.heatmap_skip_reason(ner)
+    assert evaluate_script.pipe_crf(ner) is None
 
 
 def test_missing_component_is_an_error(crf_model, tmp_path):
