@@ -3,12 +3,13 @@
 Modules, one job each:
 - ``crf``: the CRF math in pure PyTorch (forward algorithm, Viterbi, marginals);
 - ``tags``: tag schemes (BILUO, BIO), their transition constraints, tags <-> spans;
+- ``confidence``: entity probabilities, high-recall candidates and k-best analyses;
 - ``layers``: the CRF as a Thinc layer, with its own learning rate;
 - ``architectures``: the registered model, ``spacy-crf-ner.CRFTagger.v1``;
 - ``pipeline_component``: the ``crf_ner`` spaCy component.
 """
 from .architectures import build_crf_tagger
 from .crf import ConstrainedCRF
-from .pipeline_component import CRFEntityRecognizer, make_crf_ner
+from .pipeline_component import CRFEntityRecognizer, entity_confidences, make_crf_ner
 
-__all__ = ["ConstrainedCRF", "CRFEntityRecognizer", "build_crf_tagger", "make_crf_ner"]
+__all__ = ["ConstrainedCRF", "CRFEntityRecognizer", "build_crf_tagger", "entity_confidences", "make_crf_ner"]

@@ -84,6 +84,34 @@ def candidate_entities(marginals: numpy.ndarray, tags: Sequence[str], scheme: st
     return found
 
 
+def likely_entities(
+    crf: ConstrainedCRF,
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    entities: Sequence[Sequence[Entity]],
+    tags: Sequence[str],
+    scheme: str,
+    threshold: float,
+) -> Tuple[List[List[Entity]], List[numpy.ndarray]]:
+    """Each doc's entities followed by every other labelled span with probability at least
+    ``threshold``, and all their probabilities."""
+    marginals = crf.marginals(emissions, mask).cpu().numpy()
+    lengths = mask.sum(dim=1).tolist()
+    spans = []
+    for doc_marginals, n, doc_ents in zip(marginals, lengths, entities):
+        candidates = candidate_entities(doc_marginals[:n], tags, scheme, threshold)
+        spans.append(list(doc_ents) + [c for c in candidates if c not in doc_ents])
+    probs = entity_probabilities(crf, emissions, mask, spans, tags, scheme)
+    kept_spans, kept_probs = [], []
+    for doc_ents, doc_spans, doc_probs in zip(entities, spans, probs):
+        # The best path's entities stay whatever their probability.
+        keep = numpy.arange(len(doc_spans)) < len(doc_ents)
+        keep |= doc_probs >= threshold
+        kept_spans.append([span for span, k in zip(doc_spans, keep) if k])
+        kept_probs.append(doc_probs[keep])
+    return kept_spans, kept_probs
+
+
 def kbest_analyses(
     crf: ConstrainedCRF, emissions: torch.Tensor, mask: torch.Tensor, docs: Sequence[Doc], tags: Sequence[str], scheme: str, k: int
 ) -> List[List[Analysis]]:

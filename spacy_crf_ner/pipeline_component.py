@@ -13,7 +13,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
-from .confidence import Analysis, Entity, candidate_entities, entity_probabilities, kbest_analyses
+from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .layers import crf_loss, get_crf, pad_emissions
 from .tags import check_scheme, from_biluo, make_tags, to_spans
 
@@ -247,11 +247,12 @@ class CRFEntityRecognizer(TrainablePipe):
         The CRF's own parameters get their gradients here too, applied by the next
         ``finish_update`` (the loss owns parameters, unlike a softmax's)."""
         validate_examples(examples, "CRFEntityRecognizer.get_loss")
-        gold = [self._gold_tags(eg) for eg in examples]
+        index = {tag: i for i, tag in enumerate(self.tags)}
+        gold = [self._gold_tags(eg, index) for eg in examples]
         return crf_loss(self.model.get_ref("crf"), scores, gold)
 
-    def _gold_tags(self, example: Example) -> numpy.ndarray:
-        index = {tag: i for i, tag in enumerate(self.tags)}
+    def _gold_tags(self, example: Example, index: Dict[str, int]) -> numpy.ndarray:
+        """Tag indices of the gold entities, -1 where the annotation is missing."""
         tags = from_biluo(example.get_aligned_ner(), self.cfg["scheme"])
         try:
             return numpy.array([-1 if tag is None else index[tag] for tag in tags], dtype="int64")
@@ -277,26 +278,13 @@ class CRFEntityRecognizer(TrainablePipe):
                 [(span.label_, span.start, span.end) for span in to_spans(doc, [tags[t] for t in path], scheme)]
                 for doc, path in zip(docs, paths)
             ]
-            spans = ents if self.cfg["confidences"] else [[] for _ in docs]
             if self.cfg["threshold"] is not None:
-                marginals = crf.marginals(emissions, mask).cpu().numpy()
-                spans = [
-                    doc_ents + [c for c in candidate_entities(marginals[i, : len(doc)], tags, scheme, self.cfg["threshold"]) if c not in doc_ents]
-                    for i, (doc, doc_ents) in enumerate(zip(docs, spans))
-                ]
-            scores = entity_probabilities(crf, emissions, mask, spans, tags, scheme)
-        if self.cfg["threshold"] is not None:
-            spans, scores = self._keep_likely(ents, spans, scores)
+                spans, scores = likely_entities(crf, emissions, mask, ents, tags, scheme, self.cfg["threshold"])
+            elif self.cfg["confidences"]:
+                spans, scores = ents, entity_probabilities(crf, emissions, mask, ents, tags, scheme)
+            else:
+                spans, scores = [[] for _ in docs], [numpy.zeros((0,), dtype="float32") for _ in docs]
         return Predictions(paths, ents, spans, scores)
-
-    def _keep_likely(self, ents, spans, scores):
-        """Drop the candidates under the threshold; the best path's entities always stay."""
-        keep_spans, keep_scores = [], []
-        for doc_ents, doc_spans, doc_scores in zip(ents, spans, scores):
-            keep = [i < len(doc_ents) or p >= self.cfg["threshold"] for i, p in enumerate(doc_scores)]
-            keep_spans.append([span for span, k in zip(doc_spans, keep) if k])
-            keep_scores.append(doc_scores[numpy.array(keep, dtype=bool)] if len(keep) else doc_scores)
-        return keep_spans, keep_scores
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Predictions) -> None:
         store = self.cfg["confidences"] or self.cfg["threshold"] is not None
