@@ -1,0 +1,311 @@
+"""Speed of our ``ConstrainedCRF`` against ``torchcrf.CRF`` on CPU, on the same parameters and inputs.
+
+For each tag count (9 = BILUO over 2 labels, 73 = BILUO over 18 labels) and sequence length, with a
+batch of random emissions and random lengths in ``[L/2, L]`` (the first sequence full length), it
+times:
+
+- ``loss``: the negative log-likelihood forward and backward (gradients to the emissions and the
+  CRF parameters). Ours: ``(-crf(emissions, tags, mask)).backward()``; torchcrf: the same call;
+- ``decode``: decoding under ``torch.no_grad()``. Ours twice: ``crf.viterbi()`` (tensors, what
+  the pipeline uses) and ``crf.decode()`` (lists, torchcrf's contract); torchcrf: ``decode()``.
+
+Ours runs twice: with no constraints (the exact same model as torchcrf's) and with the real BILUO
+constraints (``tags.transition_constraints``). Before timing, the unconstrained model is checked
+to decode the same paths and give the same log-likelihood as torchcrf, so both measure equal work.
+
+Timings are per call in milliseconds: the median (and min) over ``--repeats`` rounds, each round
+timing a few calls of every implementation in turn, so that load from other jobs hits all alike.
+``ratio`` is torchcrf's median time over ours (above 1: ours is faster), ``ratio_min`` the same
+from the fastest rounds. The JSON also records the machine (CPU model, torch version, threads)
+and its load average before and after, since a busy machine slows everything down.
+
+    python bench/crf_speed.py --out bench/results/crf_speed.json --repeats 15
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+import torchcrf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from spacy_crf_ner.crf import ConstrainedCRF, lengths_to_mask  # noqa: E402
+from spacy_crf_ner.tags import make_tags, transition_constraints  # noqa: E402
+
+# BILUO tag counts: 1 + 4 * labels.
+LABELS = {
+    9: ["LOC", "PER"],
+    73: [
+        "CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP",
+        "ORDINAL", "ORG", "PERCENT", "PERSON", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART",
+    ],
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def make_models(num_tags: int, seed: int):
+    """(torchcrf, ours unconstrained, ours BILUO-constrained), all on the same parameters."""
+    torch.manual_seed(seed)
+    ours = ConstrainedCRF(num_tags)
+    with torch.no_grad():  # torchcrf's init is uniform(-0.1, 0.1); widen it so paths are not all O
+        for param in ours.parameters():
+            param.uniform_(-1.0, 1.0)
+    state = {k: v for k, v in ours.state_dict().items() if not k.startswith("allowed_")}
+    theirs = torchcrf.CRF(num_tags, batch_first=True)
+    theirs.load_state_dict(state)
+    tags = make_tags(LABELS[num_tags], "BILUO")
+    assert len(tags) == num_tags
+    start, trans, end = (torch.as_tensor(a) for a in transition_constraints(tags, "BILUO"))
+    constrained = ConstrainedCRF(num_tags, start, trans, end)
+    constrained.load_state_dict(state, strict=False)
+    return theirs, ours, constrained
+
+
+def make_inputs(batch: int, length: int, num_tags: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(batch, length, num_tags, generator=gen) * 2.0
+    lengths = torch.randint(max(1, length // 2), length + 1, (batch,), generator=gen)
+    lengths[0] = length
+    mask = lengths_to_mask(lengths, length)
+    return emissions, mask
+
+
+def gold_tags(crf: ConstrainedCRF, emissions: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """Valid gold paths for ``crf`` (its best path, with a random tenth of tokens re-tagged when
+    unconstrained), padded with 0 (torchcrf indexes the tags of padding tokens too)."""
+    with torch.no_grad():
+        _, tags = crf.viterbi(emissions + 3.0 * torch.randn_like(emissions), mask)
+    tags = tags.clamp(min=0)
+    if bool(crf.allowed_transitions.all()):
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.rand(tags.shape, generator=gen) < 0.1
+        tags = torch.where(noise, torch.randint(0, crf.num_tags, tags.shape, generator=gen), tags)
+    return tags.masked_fill(~mask, 0)
+
+
+def check_parity(theirs, ours, emissions, mask, tags) -> Dict[str, float]:
+    with torch.no_grad():
+        expected_paths = theirs.decode(emissions, mask)
+        paths = ours.decode(emissions, mask)
+        _, tag_tensor = ours.viterbi(emissions, mask)
+        expected_llh = theirs(emissions, tags, mask, reduction="none")
+        llh = ours(emissions, tags, mask, reduction="none")
+    assert paths == expected_paths, "decoded paths differ from torchcrf's"
+    lengths = mask.sum(1).tolist()
+    assert [row[:n] for row, n in zip(tag_tensor.tolist(), lengths)] == expected_paths
+    assert torch.allclose(llh, expected_llh, rtol=1e-4, atol=1e-3), (llh, expected_llh)
+    # and the gradients of the loss
+    grads = []
+    for crf in (theirs, ours):
+        em = emissions.clone().requires_grad_(True)
+        crf.zero_grad(set_to_none=True)
+        (-crf(em, tags, mask)).backward()
+        grads.append([em.grad] + [p.grad for p in crf.parameters()])
+    grad_diff = 0.0
+    for a, b in zip(*grads):  # float32 sums over the batch and sequence: loose tolerance
+        scale = max(1.0, float(a.abs().max()))
+        grad_diff = max(grad_diff, float((a - b).abs().max()) / scale)
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * scale), float((a - b).abs().max())
+    return {
+        "max_llh_abs_diff": float((llh - expected_llh).abs().max()),
+        "max_llh_rel_diff": float(((llh - expected_llh).abs() / expected_llh.abs().clamp(min=1)).max()),
+        "max_grad_rel_diff": grad_diff,
+    }
+
+
+def timed(fns: Dict[str, Callable[[], object]], repeats: int, min_round_s: float) -> Dict[str, Dict[str, float]]:
+    """Median / min ms per call of each function, measured round-robin."""
+    calls = {}
+    for name, fn in fns.items():  # warm up, and pick how many calls make a round
+        fn()
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        calls[name] = max(1, int(min_round_s / max(once, 1e-6)))
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            n = calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - start) / n * 1e3)
+    return {
+        name: {"median_ms": statistics.median(s), "min_ms": min(s), "calls_per_round": calls[name]}
+        for name, s in samples.items()
+    }
+
+
+def loss_fn(crf, emissions, tags, mask):
+    def run():
+        em = emissions.detach().requires_grad_(True)
+        crf.zero_grad(set_to_none=True)
+        (-crf(em, tags, mask)).backward()
+
+    return run
+
+
+def no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+
+    return run
+
+
+def bench_case(batch: int, length: int, num_tags: int, args) -> Dict[str, object]:
+    seed = args.seed + 1000 * length + num_tags
+    theirs, ours, constrained = make_models(num_tags, seed)
+    emissions, mask = make_inputs(batch, length, num_tags, seed)
+    tags = gold_tags(ours, emissions, mask, seed)
+    tags_c = gold_tags(constrained, emissions, mask, seed)
+    parity = check_parity(theirs, ours, emissions, mask, tags)
+
+    fns = {
+        "loss/torchcrf": loss_fn(theirs, emissions, tags, mask),
+        "loss/ours": loss_fn(ours, emissions, tags, mask),
+        "loss/ours_biluo": loss_fn(constrained, emissions, tags_c, mask),
+        "decode/torchcrf": no_grad(lambda: theirs.decode(emissions, mask)),
+        "viterbi/ours": no_grad(lambda: ours.viterbi(emissions, mask)),
+        "viterbi/ours_biluo": no_grad(lambda: constrained.viterbi(emissions, mask)),
+        "decode/ours": no_grad(lambda: ours.decode(emissions, mask)),
+        "decode/ours_biluo": no_grad(lambda: constrained.decode(emissions, mask)),
+    }
+    times = timed(fns, args.repeats, args.min_round_s)
+    rows = {}
+    for name, t in times.items():
+        ref = times["loss/torchcrf" if name.startswith("loss") else "decode/torchcrf"]
+        rows[name] = dict(t, ratio=ref["median_ms"] / t["median_ms"], ratio_min=ref["min_ms"] / t["min_ms"])
+    return {
+        "batch": batch,
+        "length": length,
+        "num_tags": num_tags,
+        "mean_length": float(mask.sum(1).float().mean()),
+        "parity": parity,
+        "times": rows,
+    }
+
+
+COLUMNS = [
+    ("loss/torchcrf", "loss torchcrf"),
+    ("loss/ours", "loss ours"),
+    ("loss/ours_biluo", "loss ours+BILUO"),
+    ("decode/torchcrf", "decode torchcrf"),
+    ("viterbi/ours", "viterbi ours"),
+    ("viterbi/ours_biluo", "viterbi ours+BILUO"),
+    ("decode/ours", "decode ours"),
+    ("decode/ours_biluo", "decode ours+BILUO"),
+]
+
+
+def markdown(results: Dict[str, object]) -> str:
+    info = results["machine"]
+    lines = [
+        "# CRF speed: `ConstrainedCRF` vs `torchcrf.CRF` (CPU)",
+        "",
+        f"{info['cpu']}, torch {info['torch']}, pytorch-crf {info['torchcrf']}, "
+        f"{info['threads']} thread(s), {info['date']}, 1-min load average "
+        f"{info['load_avg_before'][0]:.1f} before and {info['load_avg_after'][0]:.1f} after on "
+        f"{info['cores']} cores. Batch {results['batch']}, random lengths in "
+        f"[L/2, L]; median ms per call over {results['repeats']} rounds, and in parentheses "
+        "torchcrf's time over ours (x faster). Loss = NLL forward + backward; decoding under no_grad "
+        "(`viterbi` returns tensors, `decode` lists as torchcrf does). `+BILUO`: with the BILUO "
+        "transition constraints.",
+        "",
+        "| tags | L | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---:|---:|" + "---:|" * len(COLUMNS),
+    ]
+    for case in results["cases"]:
+        cells = []
+        for key, _ in COLUMNS:
+            t = case["times"][key]
+            cell = f"{t['median_ms']:.2f}"
+            if not key.endswith("torchcrf"):
+                cell += f" ({t['ratio']:.1f}x)"
+            cells.append(cell)
+        lines.append(f"| {case['num_tags']} | {case['length']} | " + " | ".join(cells) + " |")
+    ours = [(key, title) for key, title in COLUMNS if not key.endswith("torchcrf")]
+    lines += [
+        "",
+        "The same speed-ups (torchcrf's time over ours) from each one's fastest round, which load "
+        "from other jobs disturbs least:",
+        "",
+        "| tags | L | " + " | ".join(title for _, title in ours) + " |",
+        "|---:|---:|" + "---:|" * len(ours),
+    ]
+    for case in results["cases"]:
+        cells = [f"{case['times'][key]['ratio_min']:.1f}x" for key, _ in ours]
+        lines.append(f"| {case['num_tags']} | {case['length']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/crf_speed.json"))
+    parser.add_argument("--md", type=Path, default=None, help="Markdown table (default: --out with .md)")
+    parser.add_argument("--repeats", type=int, default=15, help="timing rounds per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--num-tags", type=int, nargs="+", default=[9, 73], choices=sorted(LABELS))
+    parser.add_argument("--min-round-s", type=float, default=0.05, help="least time one round runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    results = {
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "torchcrf": getattr(torchcrf, "__version__", "?"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_avg_before": list(os.getloadavg()),
+        },
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "cases": [],
+    }
+    for num_tags in args.num_tags:
+        for length in args.lengths:
+            case = bench_case(args.batch, length, num_tags, args)
+            results["cases"].append(case)
+            t = case["times"]
+            print(
+                f"T={num_tags:3d} L={length:4d}  loss {t['loss/ours']['median_ms']:8.2f} ms "
+                f"(x{t['loss/ours']['ratio']:.2f})  viterbi {t['viterbi/ours']['median_ms']:7.2f} ms "
+                f"(x{t['viterbi/ours']['ratio']:.1f})  decode {t['decode/ours']['median_ms']:7.2f} ms "
+                f"(x{t['decode/ours']['ratio']:.1f})",
+                file=sys.stderr,
+                flush=True,
+            )
+    results["machine"]["load_avg_after"] = list(os.getloadavg())
+    table = markdown(results)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    md = args.md or args.out.with_suffix(".md")
+    md.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
