@@ -173,8 +173,8 @@ class CRFEntityRecognizer(TrainablePipe):
         return make_tags(self.labels, self.cfg["scheme"])
 
     def add_label(self, label: str) -> int:
-        if not isinstance(label, str) or not label or "-" in label:
-            raise ValueError(f"Invalid entity label {label!r}: a non-empty string without '-'")
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"Invalid entity label {label!r}: a non-empty string")
         if label in self.labels:
             return 0
         if self.model.get_ref("crf").shims[0]._model is not None:

@@ -194,3 +194,13 @@ def test_repair_of_invalid_sequences():
     assert repair(["O", "I-PER", "L-PER", "B-LOC"], "BILUO") == ["O", "B-PER", "L-PER", "U-LOC"]
     assert repair(["I-PER", "I-LOC", "O"], "BIO") == ["B-PER", "B-LOC", "O"]
     assert repair(["B-PER", "L-PER"], "BILUO") == ["B-PER", "L-PER"]
+
+
+def test_labels_with_hyphens(blank_en):
+    """WNUT-17 has labels like creative-work: only the first '-' of a tag separates the prefix."""
+    examples = [
+        Example.from_dict(blank_en.make_doc("I watched Star Wars twice"), {"entities": [(10, 19, "creative-work")]}),
+        Example.from_dict(blank_en.make_doc("Star Wars is long"), {"entities": [(0, 9, "creative-work")]}),
+    ]
+    train_nlp(blank_en, examples, steps=20)
+    assert [(e.text, e.label_) for e in blank_en("I watched Star Wars twice").ents] == [("Star Wars", "creative-work")]
