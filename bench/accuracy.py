@@ -64,6 +64,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+from common import ner_peer_config  # noqa: E402
 
 import spacy  # noqa: E402
 import torch  # noqa: E402
@@ -164,32 +165,6 @@ def set_dotted(cfg: Dict, key: str, value: Any) -> None:
     for part in parents:
         node = node[part]
     node[last] = copy.deepcopy(value)
-
-
-def ner_peer_config(cfg: Config, encoder: str) -> Config:
-    """Our config with crf_ner replaced by spaCy's `ner` as `spacy init config -p ner` makes it,
-    on the same listener (same tok2vec / transformer, same training settings)."""
-    peer = copy.deepcopy(cfg)
-    crf = peer["components"].pop("crf_ner")
-    peer["components"]["ner"] = {
-        "factory": "ner",
-        "incorrect_spans_key": None,
-        "moves": None,
-        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
-        "update_with_oracle_cut_size": 100,
-        "model": {
-            "@architectures": "spacy.TransitionBasedParser.v2",
-            "state_type": "ner",
-            "extra_state_tokens": False,
-            "hidden_width": 64,
-            "maxout_pieces": 2,
-            "use_upper": encoder != "trf",
-            "nO": None,
-            "tok2vec": crf["model"]["tok2vec"],
-        },
-    }
-    peer["nlp"]["pipeline"] = ["ner" if name == "crf_ner" else name for name in peer["nlp"]["pipeline"]]
-    return Config(peer)
 
 
 def write_peer_configs() -> None:

@@ -36,6 +36,7 @@ import torch
 import torchcrf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import cpu_model  # noqa: E402  (bench/ is on the path: the script's folder)
 from spacy_crf_ner.crf import ConstrainedCRF, lengths_to_mask  # noqa: E402
 from spacy_crf_ner.tags import make_tags, transition_constraints  # noqa: E402
 
@@ -47,16 +48,6 @@ LABELS = {
         "ORDINAL", "ORG", "PERCENT", "PERSON", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART",
     ],
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_models(num_tags: int, seed: int):

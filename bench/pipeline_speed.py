@@ -51,6 +51,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+from common import cpu_model, ner_peer_config, versions  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
@@ -140,27 +141,7 @@ def our_config(encoder: str):
 
 def peer_config(config, encoder: str):
     """Our config with ``crf_ner`` replaced by spaCy's ``ner`` on the same tok2vec section."""
-    peer = util.load_config_from_str(config.to_str(), interpolate=False)
-    ours = peer["components"].pop(OURS)
-    peer["nlp"]["pipeline"] = [PEER if name == OURS else name for name in peer["nlp"]["pipeline"]]
-    peer["components"][PEER] = {
-        "factory": "ner",
-        "moves": None,
-        "update_with_oracle_cut_size": 100,
-        "incorrect_spans_key": None,
-        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
-        "model": {
-            "@architectures": "spacy.TransitionBasedParser.v2",
-            "state_type": "ner",
-            "extra_state_tokens": False,
-            "hidden_width": 64,
-            "maxout_pieces": 2,
-            "use_upper": encoder != "trf",
-            "nO": None,
-            "tok2vec": ours["model"]["tok2vec"],
-        },
-    }
-    return util.load_config_from_str(peer.to_str(), interpolate=False)
+    return util.load_config_from_str(ner_peer_config(config, encoder).to_str(), interpolate=False)
 
 
 def training_overrides(encoder: str, steps: int, train_path: Path) -> Dict:
@@ -230,6 +211,16 @@ def maxrss_mib() -> float:
     return ru_maxrss_mib()
 
 
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0), so that the
+    peak measured afterwards is what follows, not the transient peak of loading a model."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def ru_maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -250,10 +241,12 @@ def worker_infer(args) -> None:
         # Set on the loaded component: its cfg comes from disk, so a config override would not stick.
         head.cfg["confidences"] = args.confidences == "on"
     texts = Path(args.texts).read_text(encoding="utf-8").splitlines()
+    load_peak, was_reset = maxrss_mib(), reset_peak()
     baseline = maxrss_mib()
     for doc in nlp.pipe(texts[:BATCH_SIZE], batch_size=BATCH_SIZE):  # warm-up: one batch
         pass
-    reply({"ready": True, "baseline_maxrss_mib": baseline, "baseline_ru_maxrss_mib": ru_maxrss_mib()})
+    reply({"ready": True, "baseline_maxrss_mib": baseline, "baseline_ru_maxrss_mib": ru_maxrss_mib(),
+           "load_peak_mib": load_peak, "peak_reset": was_reset})
     head_docs = None
     for line in sys.stdin:
         command = line.strip()
@@ -331,8 +324,10 @@ def worker_train(args) -> None:
     batches = [examples[i : i + per_batch] for i in range(0, args.train_batches * per_batch, per_batch)]
     words = sum(len(eg) for batch in batches for eg in batch)
     fix_random_seed(0)
+    load_peak, was_reset = maxrss_mib(), reset_peak()
     baseline = maxrss_mib()
-    reply({"ready": True, "baseline_maxrss_mib": baseline, "baseline_ru_maxrss_mib": ru_maxrss_mib(), "words": words})
+    reply({"ready": True, "baseline_maxrss_mib": baseline, "baseline_ru_maxrss_mib": ru_maxrss_mib(), "words": words,
+           "load_peak_mib": load_peak, "peak_reset": was_reset})
     losses: Dict[str, float] = {}
     for line in sys.stdin:
         command = line.strip()
@@ -433,6 +428,8 @@ def measure_inference(args, built: Dict, texts: Path, encoder: str) -> Dict:
             "predict_peak_delta_mib": runs[-1]["maxrss_mib"] - w.ready["baseline_maxrss_mib"],
             "ru_maxrss_baseline_mib": w.ready["baseline_ru_maxrss_mib"],
             "ru_maxrss_peak_mib": runs[-1]["ru_maxrss_mib"],
+            "load_peak_mib": w.ready["load_peak_mib"],
+            "peak_reset_after_load": w.ready["peak_reset"],
         }
     peer = results[f"{encoder}-ner"]
     for name, r in results.items():
@@ -490,6 +487,8 @@ def measure_training(args, built: Dict, train_path: Path, encoder: str) -> Dict:
             "train_peak_delta_mib": runs[-1]["maxrss_mib"] - w.ready["baseline_maxrss_mib"],
             "ru_maxrss_baseline_mib": w.ready["baseline_ru_maxrss_mib"],
             "ru_maxrss_peak_mib": runs[-1]["ru_maxrss_mib"],
+            "load_peak_mib": w.ready["load_peak_mib"],
+            "peak_reset_after_load": w.ready["peak_reset"],
         }
     ours, peer = results[f"{encoder}-{OURS}"], results[f"{encoder}-{PEER}"]
     ours["ratio_vs_ner"] = ours["s_per_1k_words_median"] / peer["s_per_1k_words_median"]
@@ -498,28 +497,6 @@ def measure_training(args, built: Dict, train_path: Path, encoder: str) -> Dict:
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("spacy", "thinc", "torch", "spacy-transformers", "transformers", "numpy", "pytorch-crf"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def render(results: Dict, args) -> str:
@@ -711,8 +688,11 @@ rounds, one fresh process per system. `vs ner`: words/s over ner's (below 1: slo
 and, in parentheses, the median of the per-round ratios. `head ms / 1k words`: the head component's
 `pipe` alone on docs the encoder already annotated; `extra time vs ner from heads`: (this head's
 ms - ner's) / the ner pipeline's ms per 1k words, the overhead without the encoder's noise (the encoder is
-the same). Peak RSS: the worker's own peak (`VmHWM`; `ru_maxrss`, in the JSON too, also holds the forking parent's peak) after the last
-timed pass, in parentheses what prediction added to the baseline taken after loading, before predicting. Training: `nlp.update` with the config's optimizer and
+the same). Peak RSS: the worker's own peak (`VmHWM`) after the last timed pass; in parentheses what
+prediction (or training) added to the baseline, the RSS after loading, before predicting: the peak is reset to
+it there (`/proc/self/clear_refs`), since loading a transformer peaks higher than predicting does. The JSON
+also has the load-time peak and `ru_maxrss`, which cannot be reset and which Linux also fills with the
+forking parent's peak. Training: `nlp.update` with the config's optimizer and
 dropout on {args.train_batches} fixed batches per round (trf: 4 docs of 10 sentences per batch; cnn: 10 docs),
 {args.train_rounds_trf} (trf) / {args.train_rounds_cnn} (cnn) interleaved rounds after a warm-up round.
 
