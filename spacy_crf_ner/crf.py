@@ -380,7 +380,7 @@ class ConstrainedCRF(torchcrf.CRF):
         alphas = [start + emissions[:, 0]]
         for i in range(1, length):
             # (B, T_prev, 1) + (T_prev, T_next) -> sum out T_prev
-            step = torch.logsumexp(alphas[-1].unsqueeze(2) + transitions, dim=1) + emissions[:, i]
+            step = self._logsumexp_previous(alphas[-1], transitions) + emissions[:, i]
             # Padding carries the last real alpha forward, so alphas[-1] ends up at token n-1.
             alphas.append(torch.where(mask[:, i].unsqueeze(1), step, alphas[-1]))
 
@@ -388,7 +388,7 @@ class ConstrainedCRF(torchcrf.CRF):
         betas = [end_row]
         for i in range(length - 2, -1, -1):
             # (T_prev, T_next) + (B, 1, T_next) -> sum out T_next
-            step = torch.logsumexp(transitions + (emissions[:, i + 1] + betas[-1]).unsqueeze(1), dim=2)
+            step = self._logsumexp_previous(emissions[:, i + 1] + betas[-1], transitions.t())
             # Left alignment: token i is its sequence's last real token iff token i+1 is padding.
             betas.append(torch.where(mask[:, i + 1].unsqueeze(1), step, end_row))
 
