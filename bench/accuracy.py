@@ -64,7 +64,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from common import ner_peer_config  # noqa: E402
+from common import ner_peer_config, read_sentences  # noqa: E402
 
 import spacy  # noqa: E402
 import torch  # noqa: E402
@@ -106,32 +106,13 @@ DEV_DOCS = 5  # documents of the training-time dev sample
 
 # -- data -------------------------------------------------------------------------------------
 
-def read_blocks(path: Path) -> List[List[str]]:
-    """The sentences of a token-per-line file, as their raw lines (blank lines separate)."""
-    blocks: List[List[str]] = [[]]
-    for line in path.read_text(encoding="utf8").splitlines():
-        if line.strip():
-            blocks[-1].append(line)
-        elif blocks[-1]:
-            blocks.append([])
-    return [b for b in blocks if b]
-
-
-def safe_label_line(line: str) -> str:
-    """crf_ner labels may not contain '-' (WNUT-17's creative-work): B-creative-work -> B-creative_work."""
-    token, sep, tag = line.rpartition("\t")
-    if sep and tag[:2] in ("B-", "I-") and "-" in tag[2:]:
-        return f"{token}\t{tag[:2]}{tag[2:].replace('-', '_')}"
-    return line
-
-
 def convert_subset(src: Path, n: Optional[int], out: Path) -> Dict:
     """Convert the first ``n`` sentences of ``src`` (all if None) to a DocBin at ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    blocks = read_blocks(src)
+    blocks = read_sentences(src)
     n = len(blocks) if n is None else min(n, len(blocks))
     tmp = out.with_suffix(".txt")
-    tmp.write_text("\n\n".join("\n".join(safe_label_line(x) for x in b) for b in blocks[:n]) + "\n", encoding="utf8")
+    tmp.write_text("\n\n".join("\n".join(b) for b in blocks[:n]) + "\n", encoding="utf8")
     summary = convert_file(tmp, out, n_sents=N_SENTS_PER_DOC)
     tmp.unlink()
     return {"file": str(src), "sentences": summary["sentences"], "of": len(blocks),

@@ -3,7 +3,7 @@ import copy
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 from thinc.api import Config
 
@@ -28,6 +28,17 @@ def versions() -> Dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def read_sentences(path: Path) -> List[List[str]]:
+    """The sentences of a token-per-line file, each a list of its raw lines (blank lines separate)."""
+    sentences: List[List[str]] = [[]]
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            sentences[-1].append(line)
+        elif sentences[-1]:
+            sentences.append([])
+    return [s for s in sentences if s]
 
 
 def ner_peer_config(cfg: Config, encoder: str) -> Config:

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from common import cpu_model, versions  # noqa: E402
+from common import cpu_model, read_sentences, versions  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "--threads" in sys.argv:  # BLAS pools read this at import; torch's is set again in main()
@@ -62,20 +62,6 @@ from convert import convert_file  # noqa: E402
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def read_sentences(path: Path) -> List[List[str]]:
-    """The sentences of a two-column ``token<TAB>tag`` file, each a list of its lines."""
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.strip():
-            current.append(line)
-        elif current:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
 
 
 def subset_docbin(data_dir: Path, split: str, n: int, work_dir: Path, n_sents: int = 10) -> Path:

@@ -51,7 +51,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from common import cpu_model, ner_peer_config, versions  # noqa: E402
+from common import cpu_model, ner_peer_config, read_sentences, versions  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
@@ -68,20 +68,6 @@ BATCH_SIZE = 64
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def read_sentences(path: Path) -> List[List[str]]:
-    """The sentences of a two-column ``token<TAB>tag`` file, each a list of its lines."""
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.strip():
-            current.append(line)
-        elif current:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
 
 
 def wikiann(data_dir: Path, split: str) -> Path:
