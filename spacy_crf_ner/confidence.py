@@ -5,14 +5,19 @@ spells exactly that labelled span (``ConstrainedCRF.span_log_probs``). Above-thr
 candidates are found exactly, not sampled: a span can only have probability ``p`` if every one
 of its tokens has the span's tag with marginal probability at least ``p``, so only runs of
 such tokens are scored.
+
+Every probability here is computed in float64 from per-token normalised posteriors
+(``ConstrainedCRF.posteriors``): exact to ~1e-10 on documents of any length, so that a
+probability rounds to at most 1 in the float32 it is reported in, without a clamp.
 """
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 import torch
 from spacy.tokens import Doc, Span
 
 from .crf import ConstrainedCRF
+from .crf_kernels import Posteriors, marginals
 from .tags import span_queries, to_spans
 
 Entity = Tuple[str, int, int]  # (label, start token, end token exclusive)
@@ -28,6 +33,7 @@ class Analysis(NamedTuple):
     ents: List[Span]
 
 
+@torch.no_grad()
 def entity_probabilities(
     crf: ConstrainedCRF,
     emissions: torch.Tensor,
@@ -35,24 +41,27 @@ def entity_probabilities(
     entities: Sequence[Sequence[Entity]],
     tags: Sequence[str],
     scheme: str,
+    posteriors: Optional[Posteriors] = None,
 ) -> List[numpy.ndarray]:
     """The probability of each doc's entities. ``emissions (B, L, T)``, ``mask (B, L)``;
-    ``entities[b]`` lists doc b's entities; returns one float array per doc, in order."""
+    ``entities[b]`` lists doc b's entities; returns one float32 array per doc, in order.
+    ``posteriors``: ``crf.posteriors(emissions.double(), mask)``, if already computed."""
     flat = [(b, ent) for b, doc_ents in enumerate(entities) for ent in doc_ents]
     if not flat:
         return [numpy.zeros((0,), dtype="float32") for _ in entities]
     device = emissions.device
     paths, forbidden = span_queries([ent for _, ent in flat], tags, scheme)
     log_probs = crf.span_log_probs(
-        emissions,
+        emissions.double(),
         mask,
         torch.tensor([b for b, _ in flat], device=device),
         torch.tensor([ent[1] for _, ent in flat], device=device),
         torch.tensor([ent[2] for _, ent in flat], device=device),
         torch.from_numpy(paths).to(device),
         torch.from_numpy(forbidden).to(device),
+        posteriors=posteriors,
     )
-    probs = log_probs.exp().clamp(max=1.0).cpu().numpy()
+    probs = log_probs.exp().cpu().numpy().astype("float32")
     out, offset = [], 0
     for doc_ents in entities:
         out.append(probs[offset : offset + len(doc_ents)])
@@ -84,6 +93,7 @@ def candidate_entities(marginals: numpy.ndarray, tags: Sequence[str], scheme: st
     return found
 
 
+@torch.no_grad()
 def likely_entities(
     crf: ConstrainedCRF,
     emissions: torch.Tensor,
@@ -95,13 +105,14 @@ def likely_entities(
 ) -> Tuple[List[List[Entity]], List[numpy.ndarray]]:
     """Each doc's entities followed by every other labelled span with probability at least
     ``threshold``, and all their probabilities."""
-    marginals = crf.marginals(emissions, mask).cpu().numpy()
+    posteriors = crf.posteriors(emissions.double(), mask)
+    tag_marginals = marginals(posteriors, mask).cpu().numpy()  # (B, L, T)
     lengths = mask.sum(dim=1).tolist()
     spans = []
-    for doc_marginals, n, doc_ents in zip(marginals, lengths, entities):
+    for doc_marginals, n, doc_ents in zip(tag_marginals, lengths, entities):
         candidates = candidate_entities(doc_marginals[:n], tags, scheme, threshold)
         spans.append(list(doc_ents) + [c for c in candidates if c not in doc_ents])
-    probs = entity_probabilities(crf, emissions, mask, spans, tags, scheme)
+    probs = entity_probabilities(crf, emissions, mask, spans, tags, scheme, posteriors)
     kept_spans, kept_probs = [], []
     for doc_ents, doc_spans, doc_probs in zip(entities, spans, probs):
         # The best path's entities stay whatever their probability.
@@ -112,13 +123,27 @@ def likely_entities(
     return kept_spans, kept_probs
 
 
+@torch.no_grad()
 def kbest_analyses(
     crf: ConstrainedCRF, emissions: torch.Tensor, mask: torch.Tensor, docs: Sequence[Doc], tags: Sequence[str], scheme: str, k: int
 ) -> List[List[Analysis]]:
     """The ``k`` best analyses of each doc, best first (fewer if fewer valid paths exist)."""
     scores, paths = crf.kbest(emissions, mask, k)
-    log_z = crf.log_partition(emissions, mask)
-    probs = (scores - log_z.unsqueeze(1)).exp().cpu().numpy()
+    lengths = mask.sum(dim=1)
+    # A path's probability is that of one "span" over its whole sequence (an empty doc's one
+    # path has probability 1).
+    found = torch.isfinite(scores) & (lengths > 0).unsqueeze(1)  # (B, k)
+    batch_index, rank = found.nonzero(as_tuple=True)
+    log_probs = torch.zeros(scores.shape, dtype=torch.float64, device=scores.device)
+    log_probs[batch_index, rank] = crf.span_log_probs(
+        emissions.double(),
+        mask,
+        batch_index,
+        torch.zeros_like(batch_index),
+        lengths[batch_index],
+        paths[batch_index, rank],
+    )
+    probs = log_probs.exp().cpu().numpy().astype("float32")
     scores, paths = scores.cpu().numpy(), paths.cpu().numpy()
     out = []
     for b, doc in enumerate(docs):

@@ -1,11 +1,13 @@
 """Entity confidences, high-recall candidates and k-best analyses of the component, checked
 against brute-force enumeration of every tag path of short docs."""
+import copy
 import itertools
 
 import numpy
 import pytest
 import spacy
-from spacy.tokens import DocBin
+import torch
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.training.iob_utils import iob_to_biluo, tags_to_entities
 
@@ -120,3 +122,100 @@ def test_confidences_survive_serialization(tmp_path):
         assert a.spans["crf_ner"].attrs["scores"] == pytest.approx(b.spans["crf_ner"].attrs["scores"], abs=1e-6)
     restored = list(DocBin(docs=docs, store_user_data=True).get_docs(nlp.vocab))
     assert restored[0].spans["crf_ner"].attrs["scores"] == docs[0].spans["crf_ner"].attrs["scores"]
+
+
+# -- exact on long documents ----------------------------------------------------------------
+
+
+def reference_span_probabilities(crf, emissions, mask, spans, tags, scheme):
+    """Entity probabilities by the log-space float64 reference, with one global log Z."""
+    from spacy_crf_ner import crf_kernels
+    from spacy_crf_ner.tags import span_queries
+
+    flat = [(b, ent) for b, doc_spans in enumerate(spans) for ent in doc_spans]
+    paths, forbidden = span_queries([ent for _, ent in flat], tags, scheme)
+    crf64 = copy.deepcopy(crf).double()
+    scores = crf64.constrained_scores()
+    emissions = emissions.double()
+    with torch.no_grad():
+        posteriors = crf_kernels.forward_backward_reference(emissions, mask, *scores)
+        log_probs = crf_kernels.span_log_probs(
+            emissions, mask, *scores, posteriors,
+            torch.tensor([b for b, _ in flat]), torch.tensor([e[1] for _, e in flat]), torch.tensor([e[2] for _, e in flat]),
+            torch.from_numpy(paths), torch.from_numpy(forbidden),
+        )
+    return log_probs.exp().numpy()
+
+
+@pytest.mark.slow
+def test_long_documents_report_float64_exact_probabilities():
+    """Entity probabilities, threshold candidates and k-best path probabilities of docs up to
+    5,000 tokens agree with the float64 reference to 1e-4, and none exceeds 1. Emissions of
+    scale 8 put log Z near 5e4, where float32 with a global log Z was off by up to 0.4."""
+    from spacy_crf_ner import crf_kernels
+    from spacy_crf_ner.confidence import entity_probabilities, kbest_analyses, likely_entities
+    from spacy_crf_ner.crf import ConstrainedCRF, lengths_to_mask
+    from spacy_crf_ner.tags import make_tags, transition_constraints
+
+    tags = make_tags(["PER", "LOC", "ORG"], "BILUO")
+    crf = ConstrainedCRF(len(tags), *(torch.from_numpy(m) for m in transition_constraints(tags, "BILUO")))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen))
+    lengths = torch.tensor([5000, 2021, 0, 251])
+    mask = lengths_to_mask(lengths)
+    emissions = (torch.randn((len(lengths), mask.shape[1], len(tags)), generator=gen) * 8.0).masked_fill(~mask.unsqueeze(2), 0.0)
+    with torch.no_grad():
+        _, best = crf.viterbi(emissions, mask)
+    entities = [
+        [(label, s, e + 1) for label, s, e in tags_to_entities([tags[t] for t in best[b, :n].tolist()])]
+        for b, n in enumerate(lengths.tolist())
+    ]
+
+    probs = entity_probabilities(crf, emissions, mask, entities, tags, "BILUO")
+    got = numpy.concatenate(probs)
+    expected = reference_span_probabilities(crf, emissions, mask, entities, tags, "BILUO")
+    assert len(got) > 1000 and numpy.abs(got - expected).max() < 1e-4 and got.max() <= 1.0
+
+    spans, probs = likely_entities(crf, emissions, mask, entities, tags, "BILUO", threshold=0.05)
+    got = numpy.concatenate(probs)
+    expected = reference_span_probabilities(crf, emissions, mask, spans, tags, "BILUO")
+    assert sum(map(len, spans)) > sum(map(len, entities))  # candidates beyond the best path
+    assert numpy.abs(got - expected).max() < 1e-4 and got.max() <= 1.0
+
+    vocab = spacy.blank("en").vocab
+    docs = [Doc(vocab, words=["w"] * n) for n in lengths.tolist()]
+    analyses = kbest_analyses(crf, emissions, mask, docs, tags, "BILUO", k=3)
+    crf64 = copy.deepcopy(crf).double()
+    scores = crf64.constrained_scores()
+    with torch.no_grad():
+        log_z = crf_kernels.log_partition_reference(emissions.double(), mask, *scores)
+        for b, doc_analyses in enumerate(analyses):
+            n = int(lengths[b])
+            assert len(doc_analyses) == 3 if n else len(doc_analyses) == 1
+            for analysis in doc_analyses:
+                path = torch.tensor([[tags.index(t) for t in analysis.tags] + [0] * (mask.shape[1] - n)])
+                path_score = crf_kernels.path_scores(emissions[b : b + 1].double(), path, mask[b : b + 1], *scores)
+                exact = float((path_score - log_z[b]).exp())
+                assert abs(analysis.probability - exact) < 1e-4 and analysis.probability <= 1.0
+
+
+def test_identical_sentences_in_a_long_doc_get_the_same_scores():
+    """One sentence repeated 400 times as one doc (4,000 tokens): every copy away from the doc's
+    ends has the same context, so the same entities with the same probabilities to 1e-4."""
+    nlp, ner = trained("BILUO", steps=12)
+    sentence = "Anna Berg joined Helix Labs in Oslo last year ."
+    width = len(nlp.make_doc(sentence))
+    doc = nlp(" ".join([sentence] * 400))
+    by_offset = {}
+    for span, score in entity_confidences(doc):
+        copy_index = span.start // width
+        if 3 <= copy_index < 397:  # the CNN sees 4 tokens either side: the ends differ
+            key = (span.label_, span.start % width, len(span))
+            by_offset.setdefault(key, []).append(score)
+    assert by_offset, "the model found no entity in the sentence"
+    for key, scores in by_offset.items():
+        assert len(scores) == 394, key
+        assert max(scores) - min(scores) < 1e-4, key
+        assert max(scores) <= 1.0

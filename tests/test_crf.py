@@ -204,7 +204,7 @@ def test_span_log_probs_match_brute_force(scheme, labels, seed):
     )
     got = crf.span_log_probs(emissions, mask, *args)
     # Sharing one forward-backward pass gives the same numbers.
-    shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.forward_backward(emissions, mask))
+    shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.posteriors(emissions, mask))
     torch.testing.assert_close(got, shared)
 
     brute = {}
@@ -472,3 +472,173 @@ def test_from_state_bytes_round_trip():
     emissions, mask = make_batch(crf.num_tags, [9, 3, 0, 6], seed=4, scale=5.0, dtype=torch.float32)
     assert restored.decode(emissions, mask) == crf.decode(emissions, mask)
     torch.testing.assert_close(restored.log_partition(emissions, mask), crf.log_partition(emissions, mask))
+
+
+# -- the kernels, each against the log-space reference and brute force -----------------------
+
+from spacy_crf_ner import crf_kernels as kernels  # noqa: E402
+
+MIXED_LENGTHS = [0, 1, 2, 7, 40, 23, 1, 40]
+
+
+def random_gold(crf, emissions, mask, seed, known_share=0.5):
+    """Valid gold paths (the best path under noise), with a share of the tags unknown (-1)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        _, gold = crf.viterbi(emissions + 5.0 * torch.randn(emissions.shape, generator=gen, dtype=emissions.dtype), mask)
+    unknown = torch.rand(gold.shape, generator=gen) > known_share
+    return gold.masked_fill(unknown | ~mask, -1)
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("scale", [2.0, 40.0, 1000.0])
+def test_log_partition_matmul_equals_reference(scheme, labels, scale):
+    crf, _ = make_crf(scheme, labels, seed=3)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=3, scale=scale, pad_value=float("nan"))
+    scores = crf.constrained_scores()
+    expected = kernels.log_partition_reference(emissions, mask, *scores)
+    torch.testing.assert_close(kernels.log_partition_matmul(emissions, mask, *scores), expected, rtol=1e-12, atol=1e-9)
+    # The numerator with partly known gold: the reference on IMPOSSIBLE-masked emissions.
+    gold = random_gold(crf, emissions, mask, seed=3)
+    allowed = torch.ones_like(emissions, dtype=torch.bool)
+    known = gold >= 0
+    allowed[known] = torch.nn.functional.one_hot(gold[known], crf.num_tags).bool()
+    masked = emissions.masked_fill(~allowed, IMPOSSIBLE)
+    expected = kernels.log_partition_reference(masked, mask, *scores)
+    got = kernels.log_partition_matmul(emissions, mask, *scores, allowed)
+    # Paths through an impossible tag are worth ~exp(-10000): both kernels ignore them, to rounding.
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_kernels_match_brute_force(scheme, labels, seed):
+    crf, _ = make_crf(scheme, labels, seed)
+    emissions, mask = make_batch(crf.num_tags, LENGTHS, seed, max_length=5)
+    scores = crf.constrained_scores()
+    log_z = kernels.log_partition_reference(emissions, mask, *scores)
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    best, best_tags = kernels.viterbi_reference(emissions, mask, *scores)
+    tag_marginals = kernels.marginals(reference, mask)
+    torch.testing.assert_close(reference.log_z, log_z)
+    for b, n in enumerate(LENGTHS):
+        paths, brute = brute_paths(crf, emissions[b], n)
+        assert log_z[b].item() == pytest.approx(logsumexp(brute), abs=1e-9)
+        assert best[b].item() == pytest.approx(brute.max(), abs=1e-9)
+        assert best_tags[b, :n].tolist() == paths[numpy.argmax(brute)].tolist()
+        probs = numpy.exp(brute - logsumexp(brute))
+        expected = numpy.zeros((mask.shape[1], crf.num_tags))
+        for i in range(n):
+            numpy.add.at(expected[i], paths[:, i], probs)
+        numpy.testing.assert_allclose(tag_marginals[b].detach().numpy(), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("scheme,labels", SCHEME_CONFIGS + [("BILUO", ["PER", "LOC"])])
+@pytest.mark.parametrize("scale", [2.0, 40.0, 1000.0])
+def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
+    """Marginals and every span's log-probability, on mixed lengths and large emission scales."""
+    crf, tag_list = make_crf(scheme, labels, seed=5)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=5, scale=scale, pad_value=float("inf"))
+    scores = crf.constrained_scores()
+    fast = kernels.forward_backward_matmul(emissions, mask, *scores)
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
+    # Every labelled span of up to 4 tokens.
+    queries = [
+        (b, label, start, end)
+        for b, n in enumerate(MIXED_LENGTHS)
+        for label in labels
+        for start in range(n)
+        for end in range(start + 1, min(n, start + 4) + 1)
+    ]
+    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, scheme)
+    args = (
+        torch.tensor([q[0] for q in queries]),
+        torch.tensor([q[2] for q in queries]),
+        torch.tensor([q[3] for q in queries]),
+        torch.from_numpy(span_tags),
+        torch.from_numpy(forbidden),
+    )
+    got = kernels.span_log_probs(emissions, mask, *scores, fast, *args)
+    expected = kernels.span_log_probs(emissions, mask, *scores, reference, *args)
+    # Compared as probabilities: at scale 1000 most spans have log-probabilities of -1e4 and below.
+    torch.testing.assert_close(got.exp(), expected.exp(), rtol=0, atol=1e-9)
+    likely = expected > -30.0
+    torch.testing.assert_close(got[likely], expected[likely], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("scale", [2.0, 40.0, 1000.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_viterbi_numpy_equals_reference(scheme, labels, scale, dtype):
+    crf, _ = make_crf(scheme, labels, seed=7, dtype=dtype)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=7, scale=scale, dtype=dtype, pad_value=float("nan"))
+    scores = [s.detach() for s in crf.constrained_scores()]
+    expected, expected_tags = kernels.viterbi_reference(emissions, mask, *scores)
+    best, tags = kernels.viterbi_numpy(emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    torch.testing.assert_close(torch.from_numpy(best), expected.detach())
+    assert torch.equal(torch.from_numpy(tags) >= 0, mask)
+    # Exact ties may be broken differently: compare the paths by their float64 scores.
+    for b in range(len(mask)):
+        n = int(mask[b].sum())
+        assert path_score(crf, emissions[b], torch.from_numpy(tags[b, :n])) == pytest.approx(
+            path_score(crf, emissions[b], expected_tags[b, :n]), rel=1e-6, abs=1e-6)
+
+
+def test_padding_may_hold_inf_and_nan_for_the_loss():
+    """The likelihood's value and gradients never read padding, whatever the caller padded with."""
+    crf, _ = make_crf("BILUO", ["PER", "LOC"], seed=9)
+    emissions, mask = make_batch(crf.num_tags, [6, 3, 0, 1], seed=9, pad_value=0.0)
+    gold = random_gold(crf, emissions, mask, seed=9)
+    full_gold = torch.where(mask, crf.viterbi(emissions, mask)[1], 0)
+    results = {}
+    for junk in (0.0, float("inf"), float("-inf"), float("nan")):
+        for name, tags in (("partly known", gold), ("known", full_gold)):
+            dirty = emissions.masked_fill(~mask.unsqueeze(2), junk).requires_grad_(True)
+            crf.zero_grad()
+            llh = crf(dirty, tags, mask, reduction="none")
+            llh.sum().backward()
+            grads = [dirty.grad] + [p.grad for p in crf.parameters()]
+            assert all(torch.isfinite(g).all() for g in grads), (junk, name)
+            assert torch.all(dirty.grad[~mask] == 0)
+            if name in results:
+                torch.testing.assert_close(llh, results[name][0])
+                for got, want in zip(grads, results[name][1]):
+                    torch.testing.assert_close(got, want)
+            else:
+                results[name] = (llh.detach(), [g.clone() for g in grads])
+        log_z = crf.log_partition(emissions.masked_fill(~mask.unsqueeze(2), junk), mask)
+        torch.testing.assert_close(log_z, crf.log_partition(emissions, mask))
+
+
+# -- exact on long sequences ---------------------------------------------------------------
+
+
+def test_span_probabilities_exact_on_long_float32_sequences():
+    """At 5,000 tokens with confident float32 emissions log Z is ~5e4: a span probability built
+    by subtracting it (the float64 reference's formula, in float32) is off by up to ~0.4. The
+    per-token normalised kernel keeps float32 within 1e-4 of float64."""
+    crf, tag_list = make_crf("BILUO", ["PER", "LOC", "ORG"], seed=0, dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, [5000, 1000, 0, 251], seed=0, scale=8.0, dtype=torch.float32)
+    with torch.no_grad():
+        _, best = crf.viterbi(emissions, mask)
+    queries = [
+        (b, label, start, end + 1)
+        for b, n in enumerate(mask.sum(1).tolist())
+        for label, start, end in tags_to_entities([tag_list[t] for t in best[b, :n].tolist()])
+    ]
+    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, "BILUO")
+    args = [torch.tensor([q[i] for q in queries]) for i in (0, 2, 3)] + [torch.from_numpy(span_tags), torch.from_numpy(forbidden)]
+    with torch.no_grad():
+        got = crf.span_log_probs(emissions, mask, *args).double().exp()
+        scores = crf.constrained_scores()
+        global_level = kernels.forward_backward_reference(emissions, mask, *scores)
+        subtracted = kernels.span_log_probs(emissions, mask, *scores, global_level, *args).double().exp()
+        crf64 = crf.double()
+        scores = crf64.constrained_scores()
+        reference = kernels.forward_backward_reference(emissions.double(), mask, *scores)
+        expected = kernels.span_log_probs(emissions.double(), mask, *scores, reference, *args).exp()
+    assert len(queries) > 1000
+    assert (got - expected).abs().max() < 1e-4
+    assert (subtracted - expected).abs().max() > 1e-2  # what the test guards against

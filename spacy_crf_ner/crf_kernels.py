@@ -1,0 +1,492 @@
+"""The CRF's dynamic programs, as plain functions of ``(emissions, mask, start, transitions, end)``.
+
+:class:`~spacy_crf_ner.crf.ConstrainedCRF` is the readable face; these are the kernels its methods
+pick from. Each algorithm has a plain log-space *reference* (a ``logsumexp`` or ``max`` over a
+``(B, T_prev, T_next)`` tensor per token, torch-struct's standard version) and, where it pays, a
+fast kernel beside it that the tests hold to the reference and to brute force:
+
+============================  ==============================  =================================
+algorithm                     reference                       fast
+============================  ==============================  =================================
+log partition (the loss)      :func:`log_partition_reference`  :func:`log_partition_matmul`
+forward-backward (marginals)  :func:`forward_backward_reference`  :func:`forward_backward_matmul`
+Viterbi                       :func:`viterbi_reference`       :func:`viterbi_numpy`
+k-best (list Viterbi)         :func:`kbest_reference`         (none: rarely called)
+span log-probabilities        :func:`span_log_probs` on either forward-backward's output
+============================  ==============================  =================================
+
+Arguments, everywhere:
+
+- ``emissions``: ``(B, L, T)`` float with ``L >= 1`` (callers handle ``L == 0``);
+- ``mask``: ``(B, L)`` bool, ``True`` on real tokens, left-aligned (a sequence of length ``n``
+  holds positions ``0..n-1``; ``n == 0`` is allowed);
+- ``start (T,)``, ``transitions (T_prev, T_next)``, ``end (T,)``: the scores with the
+  constraints applied (forbidden entries at :data:`IMPOSSIBLE`), in the emissions' dtype.
+
+Padding: every kernel reads emissions at real tokens only, so whatever padding holds (even inf or
+NaN) reaches neither a result nor a gradient.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import numpy
+import torch
+
+# A large finite number rather than -inf keeps every gradient finite (logsumexp over all -inf has
+# a NaN gradient) while giving forbidden moves (numerically) zero probability.
+IMPOSSIBLE = -10000.0
+
+# The matrix-product kernels sum exp(score - best score) in float64: its exponent reaches e^-708,
+# so a sum underflows only where every way into a tag trails the best by ~690 nats (float32:
+# ~70, which confident emissions of scale 15-50 reach in every batch). Such entries are redone
+# in log space, exactly.
+MATMUL_DTYPE = torch.float64
+
+# Where exp(scores - best) @ exp(transitions - shift) is at least this, the product lost nothing
+# that matters: a sum of factors <= 1 that is >= tiny / eps holds its largest terms to full
+# precision. A smaller one may have lost its terms to underflow.
+SMALLEST_EXACT_SUM = torch.finfo(MATMUL_DTYPE).tiny / torch.finfo(MATMUL_DTYPE).eps
+
+# On CPU, exp is many times slower on arguments below about -87 (float32 denormals); clamping the
+# shifted terms of a log-space sum at -80 adds at most T * e^-80 to a sum of at least 1 (the
+# largest term's own).
+EXP_FLOOR = -80.0
+
+# In the NumPy Viterbi, torch's broadcasting add beats NumPy's from about this many tags (tables
+# of T * T * B); below it NumPy's lower per-call cost wins.
+TORCH_ADD_MIN_TAGS = 16
+
+
+class Posteriors(NamedTuple):
+    """Forward and backward scores, normalised per token.
+
+    For a sequence of length ``n``, real token ``i`` and tag ``t``, with ``N[j] = log_norms[b, j]``:
+
+    - ``alpha[b, i, t] + N[0] + .. + N[i]`` is the forward score: the log of the summed exp-score
+      of every path prefix over tokens ``0..i`` ending in ``t``;
+    - ``beta[b, i, t] + N[i+1] + .. + N[n]`` is the backward score: the same for every suffix
+      after token ``i`` that follows ``t`` (its transitions, emissions and the end score);
+    - ``log_norms (B, L + 1)``: ``N[n]`` closes the sequence and the positions past it hold 0,
+      so ``log_norms.sum(1)`` is log Z (0 for an empty sequence).
+
+    So ``alpha[b, i] + beta[b, i]`` is the log of token ``i``'s tag marginals. A kernel may put
+    any part of the score level in ``log_norms``: the reference puts all of it (log Z) at ``N[n]``,
+    the matrix-product kernel one best score per token, which keeps every number a probability
+    needs small. Padded positions of ``alpha`` and ``beta`` hold 0.
+    """
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    log_norms: torch.Tensor
+
+    @property
+    def log_z(self) -> torch.Tensor:
+        """``(B,)`` log partition."""
+        return self.log_norms.sum(dim=1)
+
+
+def clean_padding(emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``emissions`` with 0 at padded positions (``masked_fill`` passes no gradient there)."""
+    return emissions.masked_fill(~mask.unsqueeze(2), 0.0)
+
+
+def logsumexp_previous(scores: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
+    """``(B, T_next)`` logsumexp over the previous tag of ``scores (B, T_prev) + transitions``.
+
+    torch.logsumexp, with the shifted terms clamped at :data:`EXP_FLOOR` for speed.
+    """
+    terms = scores.unsqueeze(2) + transitions  # (B, T_prev, T_next)
+    best = terms.detach().amax(dim=1, keepdim=True)
+    return torch.log(torch.exp((terms - best).clamp(min=EXP_FLOOR)).sum(dim=1)) + best.squeeze(1)
+
+
+# -- log partition -------------------------------------------------------------------------
+
+
+def log_partition_reference(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
+    """``(B,)`` log of the summed exp-score of every path: the forward algorithm in log space."""
+    alpha = forward_scores_reference(emissions, mask, start, transitions)[:, -1]
+    log_z = torch.logsumexp(alpha + end, dim=1)
+    return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
+
+
+def forward_scores_reference(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor
+) -> torch.Tensor:
+    """``(B, L, T)`` forward scores; padding carries the last real token's forward."""
+    emissions = clean_padding(emissions, mask)
+    alphas = [start + emissions[:, 0]]  # (B, T)
+    for i in range(1, emissions.shape[1]):
+        step = logsumexp_previous(alphas[-1], transitions) + emissions[:, i]  # (B, T_next)
+        alphas.append(torch.where(mask[:, i].unsqueeze(1), step, alphas[-1]))
+    return torch.stack(alphas, dim=1)
+
+
+def log_partition_matmul(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+    allowed_tags: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``(B,)`` :func:`log_partition_reference`, one matrix product per token.
+
+    With ``allowed_tags (B, L, T)`` bool, only paths whose tags are all allowed are summed (the
+    likelihood's numerator with partly known gold). Tags that no allowed path reaches are known
+    to be impossible ahead of the sums, so they take :data:`IMPOSSIBLE` without the exact
+    log-space step an underflowing sum gets.
+    """
+    dtype = emissions.dtype
+    emissions = clean_padding(emissions, mask).to(MATMUL_DTYPE)
+    start, transitions, end = (x.to(MATMUL_DTYPE) for x in (start, transitions, end))
+    moves = MatmulMoves(transitions)
+    possible = None
+    if allowed_tags is not None:
+        emissions = emissions.masked_fill(~allowed_tags, IMPOSSIBLE)
+        allowed_moves = (transitions > IMPOSSIBLE / 2).to(MATMUL_DTYPE)
+        possible = allowed_tags[:, 0] & (start > IMPOSSIBLE / 2)
+    alpha = start + emissions[:, 0]  # (B, T)
+    for i in range(1, emissions.shape[1]):
+        is_real = mask[:, i].unsqueeze(1)
+        reachable = None
+        if possible is not None:
+            reachable = (possible.to(MATMUL_DTYPE) @ allowed_moves > 0) & allowed_tags[:, i]
+            possible = torch.where(is_real, reachable, possible)
+        step = moves.logsumexp_previous(alpha, reachable) + emissions[:, i]
+        alpha = torch.where(is_real, step, alpha)
+    log_z = torch.logsumexp(alpha + end, dim=1)
+    return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z)).to(dtype)
+
+
+class MatmulMoves:
+    """One token's log-space step, ``logsumexp_previous(scores, transitions)``, as a matrix product.
+
+    ``log(exp(scores - best) @ exp(transitions - shift)) + best + shift``, with ``best`` each
+    row's best score and ``shift (T_next,)`` the best move into each tag: every factor is at most
+    1, and it costs ``B * T`` exps where the log-space step costs ``B * T * T``. Sums below
+    :data:`SMALLEST_EXACT_SUM` may have lost their terms to underflow: their rows get the exact
+    log-space step (one host sync per token, cheap on CPU, where this kernel runs).
+    """
+
+    def __init__(self, transitions: torch.Tensor) -> None:
+        self.transitions = transitions  # (T_prev, T_next)
+        self.shift = transitions.detach().amax(dim=0)  # (T_next,)
+        self.weights = torch.exp(transitions - self.shift)  # forbidden moves: exactly 0
+
+    def logsumexp_previous(self, scores: torch.Tensor, possible: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, T_next)``; ``possible (B, T_next)`` bool, if given, marks the entries that may
+        be non-zero: the others get :data:`IMPOSSIBLE` (relative to the row's best)."""
+        best = scores.detach().amax(dim=1, keepdim=True)  # (B, 1)
+        total = torch.exp(scores - best) @ self.weights  # (B, T_next)
+        underflow = total.detach() < SMALLEST_EXACT_SUM
+        if possible is not None:
+            underflow &= possible
+        fine = ~underflow if possible is None else ~underflow & possible
+        # log() of a where(): no infinite gradient reaches the entries replaced below.
+        result = torch.log(torch.where(fine, total, torch.ones_like(total))) + best + self.shift
+        if possible is not None:
+            result = torch.where(possible, result, best + IMPOSSIBLE)
+        if bool(underflow.any()):
+            rows = underflow.any(dim=1).nonzero().squeeze(1)
+            exact = logsumexp_previous(scores[rows], self.transitions)  # (R, T_next)
+            exact = torch.zeros_like(result).index_copy(0, rows, exact)
+            result = torch.where(underflow, exact, result)
+        return result
+
+
+# -- forward-backward ----------------------------------------------------------------------
+
+
+def forward_backward_reference(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> Posteriors:
+    """:class:`Posteriors` from log-space forward and backward scores, with log Z as the one
+    normaliser. In float32 on long sequences the scores reach ~1e5 and a probability built
+    from them loses its precision: this is the reference for float64."""
+    batch, length, num_tags = emissions.shape
+    alpha = forward_scores_reference(emissions, mask, start, transitions)
+    emissions = clean_padding(emissions, mask)
+    end_row = end.expand(batch, num_tags)
+    betas = [end_row]
+    for i in range(length - 2, -1, -1):
+        step = logsumexp_previous(emissions[:, i + 1] + betas[-1], transitions.t())  # (B, T_prev)
+        # Left alignment: token i is its sequence's last real token iff token i+1 is padding.
+        betas.append(torch.where(mask[:, i + 1].unsqueeze(1), step, end_row))
+    beta = torch.stack(betas[::-1], dim=1)
+    log_z = torch.logsumexp(alpha[:, -1] + end, dim=1)  # padding carried the last real alpha
+    log_z = torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
+    is_real = mask.unsqueeze(2)
+    lengths = mask.sum(dim=1, keepdim=True)
+    log_norms = torch.zeros((batch, length + 1), dtype=emissions.dtype, device=emissions.device)
+    log_norms = log_norms.scatter(1, lengths, log_z.unsqueeze(1))
+    return Posteriors(
+        alpha.masked_fill(~is_real, 0.0),
+        (beta - log_z.view(batch, 1, 1)).masked_fill(~is_real, 0.0),
+        log_norms,
+    )
+
+
+def forward_backward_matmul(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> Posteriors:
+    """:class:`Posteriors` normalised at every token (each token's best forward score goes to
+    ``log_norms``), with the steps of :class:`MatmulMoves`. Every number a probability is built
+    from stays small, so span and path probabilities keep their precision on any length."""
+    batch, length, num_tags = emissions.shape
+    dtype = emissions.dtype
+    emissions = clean_padding(emissions, mask).to(MATMUL_DTYPE)
+    start, transitions, end = (x.to(MATMUL_DTYPE) for x in (start, transitions, end))
+    into, out_of = MatmulMoves(transitions), MatmulMoves(transitions.t())
+    zeros = emissions.new_zeros(batch)
+
+    first = start + emissions[:, 0]
+    norm = first.detach().amax(dim=1)
+    # The normalisers are constants to autograd: any value gives the same identities, so the
+    # gradients are exact without running back through the max.
+    alphas, norms = [first - norm.unsqueeze(1)], [torch.where(mask[:, 0], norm, zeros)]
+    for i in range(1, length):
+        step = into.logsumexp_previous(alphas[-1]) + emissions[:, i]  # (B, T_next)
+        norm = torch.where(mask[:, i], step.detach().amax(dim=1), zeros)
+        alphas.append(torch.where(mask[:, i].unsqueeze(1), step - norm.unsqueeze(1), alphas[-1]))
+        norms.append(norm)
+    closing = torch.logsumexp(alphas[-1] + end, dim=1)  # padding carried the last real alpha
+    closing = torch.where(mask[:, 0], closing, zeros)
+
+    last_row = end - closing.unsqueeze(1)  # (B, T)
+    betas = [last_row]
+    for i in range(length - 2, -1, -1):
+        step = out_of.logsumexp_previous(emissions[:, i + 1] + betas[-1]) - norms[i + 1].unsqueeze(1)
+        betas.append(torch.where(mask[:, i + 1].unsqueeze(1), step, last_row))
+
+    is_real = mask.unsqueeze(2)
+    lengths = mask.sum(dim=1, keepdim=True)
+    log_norms = torch.cat([torch.stack(norms, dim=1), zeros.unsqueeze(1)], dim=1)  # (B, L + 1)
+    log_norms = log_norms.scatter(1, lengths, closing.unsqueeze(1))
+    return Posteriors(
+        torch.stack(alphas, dim=1).masked_fill(~is_real, 0.0).to(dtype),
+        torch.stack(betas[::-1], dim=1).masked_fill(~is_real, 0.0).to(dtype),
+        log_norms.to(dtype),
+    )
+
+
+def marginals(posteriors: Posteriors, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, L, T)`` tag marginals: each real token's row sums to 1, padded rows are 0."""
+    # A softmax over tags rather than exp(alpha + beta): the same numbers, and each row sums to
+    # 1 to rounding.
+    return torch.softmax(posteriors.alpha + posteriors.beta, dim=2) * mask.unsqueeze(2).to(posteriors.alpha.dtype)
+
+
+# -- span probabilities --------------------------------------------------------------------
+
+
+def span_log_probs(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+    posteriors: Posteriors,
+    batch_index: torch.Tensor,
+    starts: torch.Tensor,
+    ends: torch.Tensor,
+    span_tags: torch.Tensor,
+    forbidden_next: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """``(N,)`` log-probability of each queried tag segment (see ``ConstrainedCRF.span_log_probs``
+    for the queries; they are checked there).
+
+    ``log P = [into the span] + [its emissions and transitions] + [out of it] - N[start..end]``:
+    the forward score before the span, the backward score after it and the normalisers of the
+    tokens in between (``N`` = ``posteriors.log_norms``). Each token's scores and normaliser are
+    summed together, so with per-token normalisers no large number cancels.
+    """
+    alpha, beta, log_norms = posteriors
+    emissions = clean_padding(emissions, mask)
+    length = emissions.shape[1]
+    width = span_tags.shape[1]
+    span_length = ends - starts
+    seq_length = mask.sum(dim=1)[batch_index]
+    offsets = torch.arange(width, device=emissions.device)
+
+    inside = offsets < span_length.unsqueeze(1)  # (N, M)
+    path = torch.where(inside, span_tags, torch.zeros_like(span_tags))
+    positions = (starts.unsqueeze(1) + offsets).clamp(max=length - 1)  # (N, M)
+    rows = batch_index.unsqueeze(1).expand(-1, width)
+    emitted = emissions[rows, positions, path]  # (N, M)
+    moved = torch.cat([emitted.new_zeros((len(path), 1)), transitions[path[:, :-1], path[:, 1:]]], dim=1)
+    per_token = (emitted + moved - log_norms[rows, positions]).masked_fill(~inside, 0.0)
+    first = path[:, 0]
+    last = path.gather(1, (span_length - 1).unsqueeze(1)).squeeze(1)
+
+    # Into the span: every prefix ending at token start-1, or the start score.
+    before = alpha[batch_index, (starts - 1).clamp(min=0)]  # (N, T_prev)
+    enter = torch.logsumexp(before + transitions[:, first].t(), dim=1)
+    enter = torch.where(starts == 0, start[first], enter)
+
+    # Out of it: every suffix from token `end` on whose first tag is not forbidden, or the end
+    # score. Forbidding by emission mirrors the allowed-tags numerator of the likelihood.
+    after = ends.clamp(max=length - 1)
+    next_emissions = emissions[batch_index, after]  # (N, T_next)
+    if forbidden_next is not None:
+        next_emissions = next_emissions.masked_fill(forbidden_next.bool(), IMPOSSIBLE)
+    leave = torch.logsumexp(transitions[last] + next_emissions + beta[batch_index, after], dim=1)
+    leave = torch.where(ends == seq_length, end[last], leave)
+    return enter + per_token.sum(dim=1) + leave - log_norms[batch_index, ends]
+
+
+# -- scores of given paths -----------------------------------------------------------------
+
+
+def path_scores(
+    emissions: torch.Tensor,
+    tags: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """``(B,)`` score of the paths ``tags (B, L)`` (any tag index where ``mask`` is False; 0 for
+    an empty sequence). A transition links consecutive real tokens; padding is never read."""
+    positions = torch.arange(tags.shape[1], device=tags.device)
+    last_real = torch.where(mask, positions, 0).cummax(dim=1).values  # (B, L)
+    tags = tags.gather(1, last_real)  # padding repeats the last real tag
+    emitted = torch.where(mask, clean_padding(emissions, mask).gather(2, tags.unsqueeze(2)).squeeze(2), 0.0)
+    moved = torch.where(mask[:, 1:], transitions[tags[:, :-1], tags[:, 1:]], 0.0)
+    score = start[tags[:, 0]] + emitted.sum(1) + moved.sum(1) + end[tags[:, -1]]
+    return torch.where(mask[:, 0], score, torch.zeros_like(score))
+
+
+# -- Viterbi -------------------------------------------------------------------------------
+
+
+def viterbi_reference(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(scores (B,), tags (B, L))``: the best path per sequence, tags -1 past its length.
+
+    Tensor operations only, no host syncs (the traceback gathers backpointers on the device).
+    """
+    batch, length, num_tags = emissions.shape
+    emissions = clean_padding(emissions, mask)
+    same_tag = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)
+    score = start + emissions[:, 0]  # (B, T)
+    backpointers = []
+    for i in range(1, length):
+        best, previous = (score.unsqueeze(2) + transitions).max(dim=1)  # (B, T_next)
+        is_real = mask[:, i].unsqueeze(1)
+        score = torch.where(is_real, best + emissions[:, i], score)
+        # Padding points back to the same tag, so the traceback passes through unchanged.
+        backpointers.append(torch.where(is_real, previous, same_tag))
+    best_score, last = (score + end).max(dim=1)
+    path = [last]
+    for previous in reversed(backpointers):
+        last = previous.gather(1, last.unsqueeze(1)).squeeze(1)
+        path.append(last)
+    tags = torch.stack(path[::-1], dim=1).masked_fill(~mask, -1)
+    return torch.where(mask[:, 0], best_score, torch.zeros_like(best_score)), tags
+
+
+def viterbi_numpy(
+    emissions: numpy.ndarray,
+    lengths: numpy.ndarray,
+    start: numpy.ndarray,
+    transitions: numpy.ndarray,
+    end: numpy.ndarray,
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """:func:`viterbi_reference` on arrays: ``emissions (B, L, T)`` of left-aligned sequences of
+    ``lengths (B,)``; returns ``(scores (B,), tags (B, L) int64)``.
+
+    The forward pass keeps only the best scores: per token, a max over a ``(T_prev, T_next, B)``
+    table. The traceback recomputes one argmax per token, for the chosen tags only. On such small
+    arrays the per-call cost is most of the time, and NumPy's is a fraction of torch's.
+    """
+    batch, length, num_tags = emissions.shape
+    emission_rows = numpy.ascontiguousarray(emissions.transpose(1, 2, 0))  # (L, T, B)
+    scores = numpy.empty_like(emission_rows)  # (L, T, B): the best score of a path ending in each tag
+    moves = numpy.repeat(transitions[:, :, None], batch, axis=2)  # (T_prev, T_next, B)
+    table = numpy.empty_like(moves)
+    if num_tags >= TORCH_ADD_MIN_TAGS:
+        add, into, out = torch.add, torch.from_numpy(moves), torch.from_numpy(table)
+        previous = torch.from_numpy(scores).unsqueeze(2).unbind(0)  # (T_prev, 1, B) each
+    else:
+        add, into, out, previous = numpy.add, moves, table, list(scores[:, :, None, :])
+    maximum = numpy.maximum.reduce
+    scores[0] = start[:, None] + emission_rows[0]
+    score_rows, step_rows = list(scores), list(emission_rows)  # views made once, not per use
+    with numpy.errstate(invalid="ignore", over="ignore"):  # padding may hold anything
+        for i in range(1, length):
+            add(previous[i - 1], into, out=out)
+            row = score_rows[i]
+            maximum(table, 0, None, row)  # positional arguments: parsed faster
+            row += step_rows[i]
+    rows = numpy.arange(batch)
+    last = numpy.maximum(lengths - 1, 0)
+    final = scores[last, :, rows] + end  # (B, T)
+    tag = final.argmax(1)
+    best = numpy.where(lengths > 0, final[rows, tag], 0).astype(scores.dtype)
+
+    back = numpy.ascontiguousarray(scores.transpose(0, 2, 1))  # (L, B, T_prev)
+    inbound = numpy.ascontiguousarray(transitions.T)  # (T_next, T_prev)
+    work = numpy.empty((batch, num_tags), scores.dtype)
+    path = numpy.zeros((length, batch), numpy.intp)
+    path[last, rows] = tag
+    ending_at = {}
+    for row, n in enumerate(last.tolist()):
+        ending_at.setdefault(n, []).append(row)
+    back_rows, path_rows = list(back), list(path)
+    with numpy.errstate(invalid="ignore", over="ignore"):
+        for i in range(length - 1, 0, -1):
+            # Past a sequence's end this traces garbage, until its last token restarts it.
+            numpy.add(back_rows[i - 1], inbound.take(path_rows[i], 0), work)
+            work.argmax(1, path_rows[i - 1])
+            if i - 1 in ending_at:
+                ending = ending_at[i - 1]
+                path[i - 1, ending] = tag[ending]
+    tags = numpy.where(numpy.arange(length) < lengths[:, None], path.T, -1)
+    return best, tags.astype(numpy.int64, copy=False)
+
+
+# -- k-best --------------------------------------------------------------------------------
+
+
+def kbest_reference(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor, k: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(scores (B, k), tags (B, k, L))``: list Viterbi, the ``k`` best paths best first.
+
+    Here forbidden entries of ``start``, ``transitions`` and ``end`` must be ``-inf`` (not
+    IMPOSSIBLE), so a rank is either a valid path or empty: score -inf, tags -1. Tags past a
+    sequence's length are -1; an empty sequence has one path (score 0), then -inf ranks.
+    """
+    batch, length, num_tags = emissions.shape
+    emissions = clean_padding(emissions, mask)
+    neg_inf = float("-inf")
+    # score[b, t, r]: the r-th best prefix score ending in tag t (-inf: no such prefix).
+    score = torch.cat(
+        [(start + emissions[:, 0]).unsqueeze(2), emissions.new_full((batch, num_tags, k - 1), neg_inf)], dim=2
+    )
+    # Backpointers are flat (tag * k + rank) indices into the previous token's (T, k) entries.
+    same_entry = torch.arange(num_tags * k, device=emissions.device).view(1, num_tags, k).expand(batch, num_tags, k)
+    backpointers = []
+    for i in range(1, length):
+        # (B, T_prev, 1, k) + (T_prev, T_next, 1) -> (B, T_next, T_prev * k)
+        candidates = (score.unsqueeze(2) + transitions.unsqueeze(2)).transpose(1, 2)
+        best, index = candidates.reshape(batch, num_tags, num_tags * k).topk(k, dim=2)
+        is_real = mask[:, i].view(batch, 1, 1)
+        score = torch.where(is_real, best + emissions[:, i].unsqueeze(2), score)
+        # Padding points back to the same (tag, rank), so the traceback passes through unchanged.
+        backpointers.append(torch.where(is_real, index, same_entry))
+
+    best, index = (score + end.view(1, num_tags, 1)).reshape(batch, num_tags * k).topk(k, dim=1)
+    path = [torch.div(index, k, rounding_mode="floor")]  # (B, k) tags
+    for previous in reversed(backpointers):
+        index = previous.reshape(batch, num_tags * k).gather(1, index)
+        path.append(torch.div(index, k, rounding_mode="floor"))
+    tags = torch.stack(path[::-1], dim=2)  # (B, k, L)
+    # A finite score traces back through finite entries only; -inf ranks are empty.
+    missing = (best == neg_inf).unsqueeze(2) | ~mask.unsqueeze(1) | ~mask[:, :1].unsqueeze(2)
+    tags = tags.masked_fill(missing, -1)
+    empty = torch.cat([emissions.new_zeros((batch, 1)), emissions.new_full((batch, k - 1), neg_inf)], dim=1)
+    return torch.where(mask[:, :1], best, empty), tags
