@@ -148,14 +148,16 @@ def log_partition_matmul(
         allowed_moves = (transitions > IMPOSSIBLE / 2).to(MATMUL_DTYPE)
         possible = allowed_tags[:, 0] & (start > IMPOSSIBLE / 2)
     alpha = start + emissions[:, 0]  # (B, T)
-    for i in range(1, emissions.shape[1]):
-        is_real = mask[:, i].unsqueeze(1)
+    # unbind: one backward node for all tokens, not one per token
+    emission_rows = (emissions + moves.shift).unbind(1)
+    real_rows = mask.unsqueeze(2).unbind(1)
+    for i in range(1, len(emission_rows)):
         reachable = None
         if possible is not None:
             reachable = (possible.to(MATMUL_DTYPE) @ allowed_moves > 0) & allowed_tags[:, i]
-            possible = torch.where(is_real, reachable, possible)
-        step = moves.logsumexp_previous(alpha, reachable) + emissions[:, i]
-        alpha = torch.where(is_real, step, alpha)
+            possible = torch.where(real_rows[i], reachable, possible)
+        step = moves.logsumexp_previous(alpha, reachable) + emission_rows[i]
+        alpha = torch.where(real_rows[i], step, alpha)
     log_z = torch.logsumexp(alpha + end, dim=1)
     return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z)).to(dtype)
 
@@ -176,21 +178,27 @@ class MatmulMoves:
         self.weights = torch.exp(transitions - self.shift)  # forbidden moves: exactly 0
 
     def logsumexp_previous(self, scores: torch.Tensor, possible: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B, T_next)``; ``possible (B, T_next)`` bool, if given, marks the entries that may
-        be non-zero: the others get :data:`IMPOSSIBLE` (relative to the row's best)."""
+        """``(B, T_next)``, without ``shift`` (callers add it to their emissions once).
+
+        ``possible (B, T_next)`` bool, if given, marks the entries that may be non-zero: the
+        others get :data:`IMPOSSIBLE` (relative to the row's best) and no exact step.
+        """
         best = scores.detach().amax(dim=1, keepdim=True)  # (B, 1)
         total = torch.exp(scores - best) @ self.weights  # (B, T_next)
         underflow = total.detach() < SMALLEST_EXACT_SUM
-        if possible is not None:
+        if possible is None:
+            if not bool(underflow.any()):
+                return torch.log(total) + best
+        else:
             underflow &= possible
-        fine = ~underflow if possible is None else ~underflow & possible
         # log() of a where(): no infinite gradient reaches the entries replaced below.
-        result = torch.log(torch.where(fine, total, torch.ones_like(total))) + best + self.shift
+        fine = ~underflow if possible is None else ~underflow & possible
+        result = torch.log(torch.where(fine, total, torch.ones_like(total))) + best
         if possible is not None:
-            result = torch.where(possible, result, best + IMPOSSIBLE)
+            result = torch.where(possible, result, best + IMPOSSIBLE - self.shift)
         if bool(underflow.any()):
             rows = underflow.any(dim=1).nonzero().squeeze(1)
-            exact = logsumexp_previous(scores[rows], self.transitions)  # (R, T_next)
+            exact = logsumexp_previous(scores[rows], self.transitions) - self.shift  # (R, T_next)
             exact = torch.zeros_like(result).index_copy(0, rows, exact)
             result = torch.where(underflow, exact, result)
         return result
@@ -247,7 +255,7 @@ def forward_backward_matmul(
     # gradients are exact without running back through the max.
     alphas, norms = [first - norm.unsqueeze(1)], [torch.where(mask[:, 0], norm, zeros)]
     for i in range(1, length):
-        step = into.logsumexp_previous(alphas[-1]) + emissions[:, i]  # (B, T_next)
+        step = into.logsumexp_previous(alphas[-1]) + into.shift + emissions[:, i]  # (B, T_next)
         norm = torch.where(mask[:, i], step.detach().amax(dim=1), zeros)
         alphas.append(torch.where(mask[:, i].unsqueeze(1), step - norm.unsqueeze(1), alphas[-1]))
         norms.append(norm)
@@ -257,7 +265,7 @@ def forward_backward_matmul(
     last_row = end - closing.unsqueeze(1)  # (B, T)
     betas = [last_row]
     for i in range(length - 2, -1, -1):
-        step = out_of.logsumexp_previous(emissions[:, i + 1] + betas[-1]) - norms[i + 1].unsqueeze(1)
+        step = out_of.logsumexp_previous(emissions[:, i + 1] + betas[-1]) + out_of.shift - norms[i + 1].unsqueeze(1)
         betas.append(torch.where(mask[:, i + 1].unsqueeze(1), step, last_row))
 
     is_real = mask.unsqueeze(2)
