@@ -642,3 +642,20 @@ def test_span_probabilities_exact_on_long_float32_sequences():
     assert len(queries) > 1000
     assert (got - expected).abs().max() < 1e-4
     assert (subtracted - expected).abs().max() > 1e-2  # what the test guards against
+
+
+@pytest.mark.parametrize("scheme,labels", [("BILUO", [f"L{i}" for i in range(18)]), ("BIO", [f"L{i}" for i in range(18)]), (None, 20)])
+def test_viterbi_numpy_equals_reference_with_many_tags(scheme, labels):
+    """Many tags take the other code paths: grouped predecessors (constrained), torch's add (not)."""
+    crf, _ = make_crf(scheme, labels, seed=8, dtype=torch.float32)
+    emissions, mask = make_batch(crf.num_tags, [30, 0, 17, 1, 30], seed=8, scale=3.0, dtype=torch.float32)
+    scores = [s.detach() for s in crf.constrained_scores()]
+    expected, expected_tags = kernels.viterbi_reference(emissions, mask, *scores)
+    best, tags = kernels.viterbi_numpy(emissions.numpy(), mask.sum(1).numpy(), *(s.numpy() for s in scores))
+    torch.testing.assert_close(torch.from_numpy(best), expected)
+    for b in range(len(mask)):
+        n = int(mask[b].sum())
+        assert path_score(crf, emissions[b], torch.from_numpy(tags[b, :n])) == pytest.approx(
+            path_score(crf, emissions[b], expected_tags[b, :n]), rel=1e-6, abs=1e-6)
+        if scheme is not None:
+            assert tagging.is_valid([tagging.make_tags(labels, scheme)[t] for t in tags[b, :n]], scheme)
