@@ -139,7 +139,7 @@ def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Pat
 
 
 def crf_params(nlp) -> Dict[str, torch.Tensor]:
-    crf = nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model
+    crf = nlp.get_pipe("crf_ner").crf
     return {
         "transitions": crf.transitions.detach().clone(),
         "start": crf.start_transitions.detach().clone(),
@@ -178,7 +178,7 @@ def train_one(encoder: str, multiplier: float, seed: int, args, train_path: Path
     t3 = time.perf_counter()
     # The same trained pipeline with the CRF's own scores put back to their initial values: what
     # the learned transitions add on top of the emissions (and the constraints).
-    crf = nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model
+    crf = nlp.get_pipe("crf_ner").crf
     with torch.no_grad():
         crf.transitions.copy_(before["transitions"])
         crf.start_transitions.copy_(before["start"])

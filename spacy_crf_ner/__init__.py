@@ -1,7 +1,8 @@
 """spacy-crf-ner: a linear-chain CRF named-entity recognizer for spaCy 3.
 
 Modules, one job each:
-- ``crf``: the CRF math in pure PyTorch (forward algorithm, Viterbi, marginals);
+- ``crf``: ``ConstrainedCRF``, the CRF with torchcrf's contract (likelihood, decoding, posteriors);
+- ``crf_kernels``: its dynamic programs, a log-space reference and the fast kernel for each;
 - ``tags``: tag schemes (BILUO, BIO), their transition constraints, tags <-> spans;
 - ``confidence``: entity probabilities, high-recall candidates and k-best analyses;
 - ``layers``: the CRF as a Thinc layer, with its own learning rate;

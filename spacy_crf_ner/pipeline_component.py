@@ -13,6 +13,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
+from .crf import ConstrainedCRF
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .layers import crf_loss, get_crf, pad_emissions
 from .tags import check_scheme, from_biluo, make_tags, to_spans
@@ -164,6 +165,11 @@ class CRFEntityRecognizer(TrainablePipe):
         return list(self.labels)
 
     @property
+    def crf(self) -> ConstrainedCRF:
+        """The PyTorch CRF inside the model (an error if the component is not initialized)."""
+        return get_crf(self.model.get_ref("crf"))
+
+    @property
     def spans_key(self) -> str:
         return self.cfg["spans_key"] or self.name
 
@@ -267,7 +273,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
     def predict(self, docs: Iterable[Doc]) -> Predictions:
         docs = list(docs)
-        crf = get_crf(self.model.get_ref("crf"))
+        crf = self.crf
         tags, scheme = self.tags, self.cfg["scheme"]
         with torch.no_grad():
             emissions, mask = self._emissions(docs)
@@ -300,14 +306,14 @@ class CRFEntityRecognizer(TrainablePipe):
         """The ``k`` best analyses of each doc, best first: ``Analysis(score, probability,
         tags, ents)``, with ``probability`` the CRF's exact probability of that tag path."""
         docs = list(docs)
-        crf = get_crf(self.model.get_ref("crf"))
+        crf = self.crf
         with torch.no_grad():
             emissions, mask = self._emissions(docs)
             return kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
 
     def _emissions(self, docs: List[Doc]):
         """``(B, L, T)`` emissions on the CRF's device and the ``(B, L)`` mask of real tokens."""
-        get_crf(self.model.get_ref("crf"))  # a clear error if not initialized
+        self.crf  # a clear error if not initialized
         if any(len(doc) for doc in docs):
             scores = self.model.predict(docs)
         else:  # like spaCy's tagger, don't run the encoder on nothing

@@ -119,7 +119,7 @@ def test_serialization_gives_identical_predictions(blank_en, make_examples, tmp_
     assert [entities(d) for d in loaded.pipe(texts)] == expected
     again = loaded.get_pipe("crf_ner").model.predict([loaded.make_doc(t) for t in texts])
     assert all(numpy.array_equal(a, b) for a, b in zip(emissions, again))
-    crf, crf2 = (nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model for nlp in (blank_en, loaded))
+    crf, crf2 = (nlp.get_pipe("crf_ner").crf for nlp in (blank_en, loaded))
     for name, tensor in crf.state_dict().items():
         assert torch.equal(tensor, crf2.state_dict()[name]), name
 
@@ -145,7 +145,7 @@ def test_crf_learning_rate_multiplier():
     ner.initialize(lambda: [Example.from_dict(nlp.make_doc("Anna ran"), {"entities": [(0, 4, "PER")]})], nlp=nlp)
     optimizer = Adam(0.001, L2=0.0, grad_clip=0.0, use_averages=False, eps=1e-12)
     output = ner.model.get_ref("output")
-    crf = ner.model.get_ref("crf").shims[0]._model
+    crf = ner.crf
     W_before = output.get_param("W").copy()
     crf_before = {n: p.detach().clone() for n, p in crf.named_parameters()}
     output.inc_grad("W", output.ops.alloc2f(*W_before.shape) + 1.0)
@@ -164,7 +164,7 @@ def test_parameter_averages_reach_the_crf(blank_en, make_examples):
     optimizer = Adam(0.001, use_averages=True)
     for _ in range(3):
         blank_en.update(examples, sgd=optimizer)
-    crf = blank_en.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model
+    crf = blank_en.get_pipe("crf_ner").crf
     current = crf.transitions.detach().clone()
     with blank_en.use_params(optimizer.averages):
         averaged = crf.transitions.detach().clone()
@@ -178,7 +178,7 @@ def test_softmax_baseline_keeps_transitions_at_zero_and_repairs(blank_en, make_e
     examples = make_examples(blank_en, 30)
     train_nlp(blank_en, examples, steps=15, use_crf=False, constrained=False)
     ner = blank_en.get_pipe("crf_ner")
-    crf = ner.model.get_ref("crf").shims[0]._model
+    crf = ner.crf
     assert all(torch.count_nonzero(p) == 0 for p in crf.parameters())
     docs = [blank_en.make_doc(eg.reference.text) for eg in examples[:10]]
     emissions = ner.model.predict(docs)

@@ -11,7 +11,6 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.training.iob_utils import iob_to_biluo, tags_to_entities
 
-from spacy_crf_ner.layers import get_crf
 from spacy_crf_ner.pipeline_component import entity_confidences
 
 TEXTS = ["Anna Berg joined Oslo", "Oslo", "Omar met Lea Park", ""]
@@ -33,7 +32,7 @@ def trained(scheme: str, steps: int = 4, **config):
 
 def brute_force(ner, doc):
     """Every valid path of ``doc`` with its probability, and the probability of each entity."""
-    crf = get_crf(ner.model.get_ref("crf"))
+    crf = ner.crf
     emissions = ner.model.predict([doc])[0]
     start, trans, end = (t.detach().numpy().astype("float64") for t in crf.constrained_scores())
     allowed = crf.allowed_transitions.numpy()

@@ -241,11 +241,9 @@ def test_confidences_use_only_doc_ents():
 
 
 def test_transition_heatmap_marks_exactly_the_forbidden_moves(crf_model, tmp_path):
-    from spacy_crf_ner.layers import get_crf
-
     nlp = spacy.load(crf_model / "model")
     ner = nlp.get_pipe("crf_ner")
-    crf = get_crf(ner.model.get_ref("crf"))
+    crf = ner.crf
     tags = ner.tags
     T = len(tags)
     table = evaluate_script.transition_table(crf, tags)

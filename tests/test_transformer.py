@@ -43,7 +43,7 @@ def transformer_weights(nlp):
 
 
 def crf_transitions(nlp):
-    return nlp.get_pipe("crf_ner").model.get_ref("crf").shims[0]._model.transitions.detach().clone()
+    return nlp.get_pipe("crf_ner").crf.transitions.detach().clone()
 
 
 @pytest.fixture
