@@ -14,7 +14,7 @@ from thinc.api import Model, Optimizer, get_torch_default_device, torch2xp, xp2t
 from thinc.shims import PyTorchShim
 from thinc.types import Floats2d
 
-from .crf import ConstrainedCRF, lengths_to_mask
+from .crf import ConstrainedCRF, lengths_to_mask, one_intra_op_thread
 from .tags import transition_constraints
 
 
@@ -139,7 +139,8 @@ def crf_loss(
     tags = torch.full(mask.shape, -1, dtype=torch.long, device=padded.device)
     for i, doc_tags in enumerate(gold):
         tags[i, : len(doc_tags)] = torch.as_tensor(doc_tags, dtype=torch.long)
-    nll = -get_crf(model)(padded, tags, mask, reduction="sum")
-    nll.backward()
+    with one_intra_op_thread():  # tiny tensors: see one_intra_op_thread
+        nll = -get_crf(model)(padded, tags, mask, reduction="sum")
+        nll.backward()
     d_padded = torch2xp(padded.grad)
     return float(nll.detach()), [d_padded[i, : len(e)] for i, e in enumerate(emissions)]

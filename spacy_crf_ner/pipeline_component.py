@@ -13,8 +13,8 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
-from .crf import ConstrainedCRF
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
+from .crf import ConstrainedCRF, one_intra_op_thread
 from .layers import crf_loss, get_crf, pad_emissions
 from .tags import check_scheme, from_biluo, make_tags, to_spans
 
@@ -277,6 +277,8 @@ class CRFEntityRecognizer(TrainablePipe):
         tags, scheme = self.tags, self.cfg["scheme"]
         with torch.no_grad():
             emissions, mask = self._emissions(docs)
+        # The CRF's tensors are tiny: one intra-op thread keeps its cost the same on a busy machine.
+        with torch.no_grad(), one_intra_op_thread():
             _, best = crf.viterbi(emissions, mask)
             best = best.cpu().numpy()
             paths = [best[i, : len(doc)] for i, doc in enumerate(docs)]
@@ -309,6 +311,7 @@ class CRFEntityRecognizer(TrainablePipe):
         crf = self.crf
         with torch.no_grad():
             emissions, mask = self._emissions(docs)
+        with torch.no_grad(), one_intra_op_thread():
             return kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
 
     def _emissions(self, docs: List[Doc]):

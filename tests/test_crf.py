@@ -659,3 +659,46 @@ def test_viterbi_numpy_equals_reference_with_many_tags(scheme, labels):
             path_score(crf, emissions[b], expected_tags[b, :n]), rel=1e-6, abs=1e-6)
         if scheme is not None:
             assert tagging.is_valid([tagging.make_tags(labels, scheme)[t] for t in tags[b, :n]], scheme)
+
+
+def test_one_intra_op_thread_restores_the_callers_setting():
+    """Nested and concurrent scopes run on one thread and restore the caller's count at the end."""
+    import threading
+
+    from spacy_crf_ner.crf import one_intra_op_thread
+
+    outside = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            with one_intra_op_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        # Two threads whose scopes overlap, the first to enter leaving first.
+        first_inside, second_inside, first_left = threading.Event(), threading.Event(), threading.Event()
+        seen = []
+
+        def first():
+            with one_intra_op_thread():
+                first_inside.set()
+                second_inside.wait(5)
+            first_left.set()
+
+        def second():
+            first_inside.wait(5)
+            with one_intra_op_thread():
+                second_inside.set()
+                first_left.wait(5)
+                seen.append(torch.get_num_threads())
+
+        workers = [threading.Thread(target=first), threading.Thread(target=second)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(10)
+        assert seen == [1]  # still limited after the first scope left
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outside)
