@@ -1,9 +1,16 @@
-"""What the benchmark scripts share: the machine's description and spaCy's `ner` as the peer."""
+"""What the benchmark scripts share: the machine's description, spaCy's `ner` as the peer, and
+fresh worker processes timed in turns."""
+import contextlib
 import copy
+import json
+import os
 import platform
+import resource
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 from thinc.api import Config
 
@@ -65,3 +72,104 @@ def ner_peer_config(cfg: Config, encoder: str) -> Config:
     }
     peer["nlp"]["pipeline"] = ["ner" if name == "crf_ner" else name for name in peer["nlp"]["pipeline"]]
     return Config(peer)
+
+
+# -- fresh worker processes, timed in turns (pipeline_speed.py and any benchmark like it) -------
+
+
+def set_thread_env(argv: List[str], default: str = "1") -> None:
+    """Before numpy or torch is imported: OMP / OpenBLAS / MKL threads from ``--threads N`` in
+    ``argv`` (default ``default``; ``0`` leaves the libraries' own defaults, as a user gets them).
+    On a shared 2-core machine two threads per process oversubscribe the cores."""
+    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else default
+    if threads == "0":
+        return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+
+
+def maxrss_mib() -> float:
+    """Peak RSS of this process in MiB: ``VmHWM`` from /proc/self/status, the high-water mark of
+    this process's own address space. ``ru_maxrss`` (also recorded) is the same number only when
+    the parent was smaller: Linux carries the forking parent's peak across ``exec`` into the
+    child's ``ru_maxrss``, so every worker of a 2.4 GB parent reported 2.4 GB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return ru_maxrss_mib()
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0), so that the
+    peak measured afterwards is what follows, not the transient peak of loading a model."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def ru_maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def reply(obj) -> None:
+    """A worker's answer to its parent: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Worker:
+    """A fresh process running ``command``, answering one JSON line (:func:`reply`) per command
+    line it reads; its first line says it is ready."""
+
+    def __init__(self, name: str, command: List[str]):
+        self.name = name
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self._read()
+
+    def _read(self) -> Dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, command: str) -> Dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self.proc.wait(timeout=60)
+
+
+def interleave(workers: List[Worker], command: str, rounds: int) -> Dict[str, List[Dict]]:
+    """``rounds`` rounds, each worker once per round, the starting worker rotating, so that load
+    from other jobs hits every worker alike."""
+    out: Dict[str, List[Dict]] = {w.name: [] for w in workers}
+    for r in range(rounds):
+        order = workers[r % len(workers):] + workers[: r % len(workers)]
+        for worker in order:
+            out[worker.name].append(worker.ask(command))
+    return out
+
+
+@contextlib.contextmanager
+def cpu_burner(processes: int = 1) -> Iterator[None]:
+    """``processes`` processes spinning on a core each for the duration of the block: a busy
+    machine, as when a training job runs beside the measured one."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import pstats
-import resource
 import shlex
 import statistics
 import subprocess
@@ -51,12 +50,23 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from common import cpu_model, ner_peer_config, read_sentences, versions  # noqa: E402
+from common import (  # noqa: E402
+    Worker,
+    cpu_burner,
+    cpu_model,
+    interleave,
+    maxrss_mib,
+    ner_peer_config,
+    read_sentences,
+    reply,
+    reset_peak,
+    ru_maxrss_mib,
+    set_thread_env,
+    versions,
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-_threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _threads)
+set_thread_env(sys.argv)
 
 import torch  # noqa: E402
 from spacy import util  # noqa: E402
@@ -183,39 +193,6 @@ def build_pipelines(args, train_path: Path) -> Dict[str, Dict]:
 # -- workers (fresh processes) ------------------------------------------------------------------
 
 
-def maxrss_mib() -> float:
-    """Peak RSS of this process in MiB: ``VmHWM`` from /proc/self/status, the high-water mark of
-    this process's own address space. ``ru_maxrss`` (also recorded) is the same number only when
-    the parent was smaller: Linux carries the forking parent's peak across ``exec`` into the
-    child's ``ru_maxrss``, so every worker of a 2.4 GB parent reported 2.4 GB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return ru_maxrss_mib()
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0), so that the
-    peak measured afterwards is what follows, not the transient peak of loading a model."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def ru_maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def reply(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def worker_infer(args) -> None:
     import spacy
     import spacy_crf_ner  # noqa: F401  (registers the factory)
@@ -236,10 +213,10 @@ def worker_infer(args) -> None:
     head_docs = None
     for line in sys.stdin:
         command = line.strip()
-        if command == "full":
+        if command in ("full", "full_n2"):
             t0 = time.perf_counter()
             words = ents = spans = 0
-            for doc in nlp.pipe(texts, batch_size=BATCH_SIZE):
+            for doc in nlp.pipe(texts, batch_size=BATCH_SIZE, n_process=2 if command == "full_n2" else 1):
                 words += len(doc)
                 ents += len(doc.ents)
                 spans += len(doc.spans[head.spans_key]) if head_name == OURS and head.spans_key in doc.spans else 0
@@ -328,46 +305,9 @@ def worker_train(args) -> None:
             break
 
 
-class Worker:
-    def __init__(self, name: str, argv: List[str]):
-        self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve())] + argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.ready = self._read()
-
-    def _read(self) -> Dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def ask(self, command: str) -> Dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.proc.wait(timeout=60)
-
-
-def interleave(workers: List[Worker], command: str, rounds: int) -> Dict[str, List[Dict]]:
-    """``rounds`` rounds, each worker once per round, the starting worker rotating."""
-    out: Dict[str, List[Dict]] = {w.name: [] for w in workers}
-    for r in range(rounds):
-        order = workers[r % len(workers):] + workers[: r % len(workers)]
-        for worker in order:
-            out[worker.name].append(worker.ask(command))
-    return out
+def start_worker(name: str, argv: List[str]) -> Worker:
+    """A fresh process running this script in worker mode."""
+    return Worker(name, [sys.executable, str(Path(__file__).resolve())] + argv)
 
 
 # -- the measurements ---------------------------------------------------------------------------
@@ -384,7 +324,7 @@ def measure_inference(args, built: Dict, texts: Path, encoder: str) -> Dict:
     try:
         for name, path, conf in systems:
             workers.append(
-                Worker(name, ["--worker", "infer", "--pipeline", path, "--confidences", conf, "--texts", str(texts), "--threads", str(args.threads)])
+                start_worker(name, ["--worker", "infer", "--pipeline", path, "--confidences", conf, "--texts", str(texts), "--threads", str(args.threads)])
             )
         full = interleave(workers, "full", rounds)
         head = interleave(workers, "head", rounds)
@@ -442,6 +382,61 @@ def measure_inference(args, built: Dict, texts: Path, encoder: str) -> Dict:
     return summary
 
 
+def measure_busy(args, built: Dict, texts: Path) -> Dict:
+    """The CNN pipelines on a busy machine, torch and BLAS at their default thread counts (as a
+    user runs them): ``crf_ner`` (confidences on and off) and ``ner`` through ``nlp.pipe``, with
+    one CPU-burning process beside them (``n_process=1``), then with ``n_process=2``."""
+    systems = [
+        ("crf_ner+conf", built["cnn-crf_ner"]["path"], "on"),
+        ("crf_ner", built["cnn-crf_ner"]["path"], "off"),
+        ("ner", built["cnn-ner"]["path"], "off"),
+    ]
+    workers = []
+    try:
+        for name, path, conf in systems:
+            workers.append(start_worker(name, ["--worker", "infer", "--pipeline", path, "--confidences", conf, "--texts", str(texts), "--threads", "0"]))
+        with cpu_burner(1):
+            burning = interleave(workers, "full", args.rounds_busy)
+        two_processes = interleave(workers, "full_n2", args.rounds_busy)
+    finally:
+        for w in workers:
+            w.close()
+    out = {"threads": "library defaults", "sentences": args.busy_sents, "rounds": args.rounds_busy, "conditions": {}}
+    for condition, runs in (("one CPU burner, n_process=1", burning), ("n_process=2", two_processes)):
+        seconds = {name: [r["seconds"] for r in rows] for name, rows in runs.items()}
+        medians = {name: statistics.median(s) for name, s in seconds.items()}
+        out["conditions"][condition] = {
+            "seconds_all": seconds,
+            "seconds_median": medians,
+            "words": runs["ner"][0]["words"],
+            "crf_ner_vs_ner": medians["crf_ner"] / medians["ner"],
+            "crf_ner_conf_vs_ner": medians["crf_ner+conf"] / medians["ner"],
+            "confidence_cost": medians["crf_ner+conf"] / medians["crf_ner"] - 1.0,
+            # Paired per round: the same round's passes ran under the same load.
+            "confidence_cost_paired": statistics.median(a / b - 1.0 for a, b in zip(seconds["crf_ner+conf"], seconds["crf_ner"])),
+            "crf_ner_conf_vs_ner_paired": statistics.median(a / b for a, b in zip(seconds["crf_ner+conf"], seconds["ner"])),
+        }
+    return out
+
+
+def render_busy(busy: Dict) -> str:
+    lines = [
+        f"Busy machine (CNN, {busy['sentences']} WikiANN-en test sentences, torch/BLAS threads at their defaults, "
+        f"{busy['rounds']} interleaved rounds, median seconds per pass):",
+        "",
+        "| condition | crf_ner, confidences on | crf_ner, off | ner | on / ner (paired) | off / ner | confidences cost (paired) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for condition, r in busy["conditions"].items():
+        m = r["seconds_median"]
+        lines.append(
+            f"| {condition} | {m['crf_ner+conf']:.2f} | {m['crf_ner']:.2f} | {m['ner']:.2f} | "
+            f"{r['crf_ner_conf_vs_ner']:.2f} ({r['crf_ner_conf_vs_ner_paired']:.2f}) | {r['crf_ner_vs_ner']:.2f} | "
+            f"{r['confidence_cost'] * 100:+.1f}% ({r['confidence_cost_paired'] * 100:+.1f}%) |"
+        )
+    return "\n".join(lines)
+
+
 def measure_training(args, built: Dict, train_path: Path, encoder: str) -> Dict:
     rounds = args.train_rounds_trf if encoder == "trf" else args.train_rounds_cnn
     per_batch = 4 if encoder == "trf" else 10
@@ -450,7 +445,7 @@ def measure_training(args, built: Dict, train_path: Path, encoder: str) -> Dict:
         for head in (OURS, PEER):
             name = f"{encoder}-{head}"
             workers.append(
-                Worker(name, ["--worker", "train", "--config", built[name]["config"], "--train-data", str(train_path),
+                start_worker(name, ["--worker", "train", "--config", built[name]["config"], "--train-data", str(train_path),
                               "--train-batches", str(args.train_batches), "--docs-per-batch", str(per_batch), "--threads", str(args.threads)])
             )
         interleave(workers, "round", 1)  # warm-up
@@ -490,7 +485,7 @@ def render(results: Dict, args) -> str:
         "| encoder | system | words/s (median) | vs ner (ratio of medians; paired) | head ms / 1k words | extra time vs ner from heads | peak RSS MiB (+ predict) | train s / 1k words | train vs ner (paired) | train peak RSS MiB (+ update) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for encoder in args.encoders:
+    for encoder in results["inference"]:
         inf = results["inference"][encoder]["systems"]
         tr = results["training"].get(encoder, {}).get("systems", {})
         for name, r in inf.items():
@@ -512,6 +507,13 @@ def render(results: Dict, args) -> str:
 
 def verdicts(results: Dict) -> List[str]:
     out = []
+    for condition, r in results.get("busy", {}).get("conditions", {}).items():
+        ratio, cost = r["crf_ner_conf_vs_ner"], r["confidence_cost"]
+        out.append(
+            f"Busy machine, {condition}: crf_ner (confidences on) takes {ratio:.2f}x ner's time "
+            f"(target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); confidences cost {cost * 100:+.1f}% "
+            f"(target <= 10%: {'met' if cost <= 0.10 else 'NOT met'})."
+        )
     if "trf" in results["inference"]:
         inf = results["inference"]["trf"]
         r = inf["systems"]["trf-crf_ner"]
@@ -578,7 +580,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--train-batches", type=int, default=4, help="fixed batches per training round")
     parser.add_argument("--train-rounds-trf", type=int, default=7)
     parser.add_argument("--train-rounds-cnn", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per process")
+    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per process (0: the libraries' defaults)")
+    parser.add_argument("--busy-sents", type=int, default=500, help="test sentences for the busy-machine phase (0: skip it)")
+    parser.add_argument("--rounds-busy", type=int, default=5, help="interleaved rounds per busy-machine condition")
+    parser.add_argument("--skip-inference", action="store_true", help="only the busy-machine phase (with --reuse)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--skip-training-speed", action="store_true")
     # worker mode (internal)
@@ -590,7 +595,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--train-data", help=argparse.SUPPRESS)
     parser.add_argument("--docs-per-batch", type=int, default=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.worker == "infer":
         return worker_infer(args)
     if args.worker == "train":
@@ -605,7 +611,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     load_before = os.getloadavg()
     built = build_pipelines(args, train_path)
     results: Dict = {"inference": {}, "training": {}, "pipelines": built}
-    for encoder in args.encoders:
+    if args.busy_sents and "cnn" in args.encoders:
+        t0 = time.perf_counter()
+        busy_texts = test_texts(args.data_dir, args.busy_sents, args.work_dir)
+        results["busy"] = measure_busy(args, built, busy_texts)
+        print(f"busy machine measured in {time.perf_counter() - t0:.0f} s", flush=True)
+    for encoder in [] if args.skip_inference else args.encoders:
         t0 = time.perf_counter()
         results["inference"][encoder] = measure_inference(args, built, texts, encoder)
         print(f"{encoder} inference measured in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -619,11 +630,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     md_table = render(results, args)
     notes = verdicts(results)
     profile_md = render_profile(results)
+    busy_md = render_busy(results["busy"]) if "busy" in results else ""
     print()
     print(md_table)
     print()
     print("\n".join(notes))
     print(profile_md)
+    print(busy_md)
     print(f"\nwall: {wall / 60:.1f} min")
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
@@ -685,6 +698,8 @@ dropout on {args.train_batches} fixed batches per round (trf: 4 docs of 10 sente
 {md_table}
 
 {chr(10).join('- ' + n for n in notes)}
+
+{busy_md}
 {profile_md}
 """
     args.out.with_suffix(".md").write_text(md)

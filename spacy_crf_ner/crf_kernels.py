@@ -26,6 +26,7 @@ Arguments, everywhere:
 Padding: every kernel reads emissions at real tokens only, so whatever padding holds (even inf or
 NaN) reaches neither a result nor a gradient.
 """
+import functools
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy
@@ -416,7 +417,8 @@ def viterbi_numpy(
     cost is most of the time, and NumPy's is a fraction of torch's.
     """
     # Work with the tags reordered group by group, so each group's maxima fill a slice.
-    groups, order = predecessor_groups(transitions > IMPOSSIBLE / 2)
+    allowed = transitions > IMPOSSIBLE / 2
+    groups, order = predecessor_groups(allowed.tobytes(), len(allowed))
     emissions, start, end = emissions[:, :, order], start[order], end[order]
     transitions = transitions[order][:, order]
     batch, length, num_tags = emissions.shape
@@ -479,8 +481,10 @@ def viterbi_numpy(
     return best, tags.astype(numpy.int64, copy=False)
 
 
-def predecessor_groups(allowed: numpy.ndarray) -> Tuple[List[Tuple[slice, Optional[numpy.ndarray]]], numpy.ndarray]:
-    """Tags grouped for the Viterbi max by their allowed predecessors (``allowed (T_prev, T_next)``).
+@functools.lru_cache(maxsize=64)  # a CRF's constraints never change: group them once
+def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[slice, Optional[numpy.ndarray]]], numpy.ndarray]:
+    """Tags grouped for the Viterbi max by their allowed predecessors (``allowed (T_prev, T_next)``
+    bool, passed as its bytes, for the cache).
 
     Returns ``(groups, order)``: ``order (T,)`` lists the tags group by group; each group is
     ``(slice of order, predecessors (K, J))``, the predecessors of its ``J`` tags (indices into
@@ -490,7 +494,7 @@ def predecessor_groups(allowed: numpy.ndarray) -> Tuple[List[Tuple[slice, Option
     move allowed there is one group and ``predecessors`` is None (a dense table). A tag that no
     move reaches keeps every predecessor, as :func:`viterbi_reference` does.
     """
-    num_tags = len(allowed)
+    allowed = numpy.frombuffer(allowed_bytes, dtype=bool).reshape(num_tags, num_tags)
     counts = allowed.sum(axis=0)
     if (counts == num_tags).all():
         return [(slice(0, num_tags), None)], numpy.arange(num_tags)
