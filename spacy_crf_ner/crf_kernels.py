@@ -52,13 +52,15 @@ SMALLEST_EXACT_SUM = torch.finfo(MATMUL_DTYPE).tiny / torch.finfo(MATMUL_DTYPE).
 # largest term's own).
 EXP_FLOOR = -80.0
 
-# In the NumPy Viterbi, tags with at most this many allowed predecessors (I-X and L-X have two)
+# The NumPy Viterbi's table per token is T * T * B. From about this many tags its size outweighs
+# the per-call cost: constrained tags are then grouped by their allowed predecessors (more calls,
+# fewer candidates), and an unconstrained table is filled by torch's add, faster than NumPy's on
+# big tables. Below it, one dense NumPy table wins.
+MANY_TAGS = 16
+
+# In the grouped Viterbi, tags with at most this many allowed predecessors (I-X and L-X have two)
 # take their max over those alone; the others over their own (padded) predecessor lists.
 FEW_PREDECESSORS = 4
-
-# In the NumPy Viterbi, torch's broadcasting add beats NumPy's from about this many tags (tables
-# of T * T * B); below it NumPy's lower per-call cost wins.
-TORCH_ADD_MIN_TAGS = 16
 
 
 class Posteriors(NamedTuple):
@@ -417,7 +419,7 @@ def viterbi_numpy(
     cost is most of the time, and NumPy's is a fraction of torch's.
     """
     # Work with the tags reordered group by group, so each group's maxima fill a slice.
-    allowed = transitions > IMPOSSIBLE / 2
+    allowed = (transitions > IMPOSSIBLE / 2) | (len(transitions) < MANY_TAGS)  # few tags: dense
     groups, order = predecessor_groups(allowed.tobytes(), len(allowed))
     emissions, start, end = emissions[:, :, order], start[order], end[order]
     transitions = transitions[order][:, order]
@@ -431,7 +433,7 @@ def viterbi_numpy(
         if len(groups) == 1 and groups[0][1] is None:  # every move allowed: one dense table
             moves = numpy.repeat(transitions[:, :, None], batch, axis=2)  # (T_prev, T_next, B)
             table = numpy.empty_like(moves)
-            if num_tags >= TORCH_ADD_MIN_TAGS:
+            if num_tags >= MANY_TAGS:
                 add, into, out = torch.add, torch.from_numpy(moves), torch.from_numpy(table)
                 previous = torch.from_numpy(scores).unsqueeze(2).unbind(0)  # (T_prev, 1, B) each
             else:
