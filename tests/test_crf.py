@@ -75,6 +75,28 @@ def brute_paths(crf, emissions, length):
     return paths[valid], scores[valid]
 
 
+def brute_marginals(paths, scores, max_length, num_tags):
+    """``(max_length, T)`` tag marginals from every valid path and its score."""
+    probs = numpy.exp(scores - logsumexp(scores))
+    expected = numpy.zeros((max_length, num_tags))
+    for i in range(paths.shape[1]):
+        numpy.add.at(expected[i], paths[:, i], probs)
+    return expected
+
+
+def span_query_args(queries, tag_list, scheme):
+    """``(batch_index, starts, ends, span_tags, forbidden_next)`` for ``span_log_probs``, from
+    ``(b, label, start, end)`` queries."""
+    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, scheme)
+    return (
+        torch.tensor([q[0] for q in queries]),
+        torch.tensor([q[2] for q in queries]),
+        torch.tensor([q[3] for q in queries]),
+        torch.from_numpy(span_tags),
+        torch.from_numpy(forbidden),
+    )
+
+
 def logsumexp(values):
     values = numpy.asarray(values, dtype=float)
     if len(values) == 0:
@@ -174,10 +196,7 @@ def test_marginals_match_brute_force(scheme, labels, seed):
     marginals = crf.marginals(emissions, mask)
     for b, n in enumerate(LENGTHS):
         paths, scores = brute_paths(crf, emissions[b], n)
-        probs = numpy.exp(scores - logsumexp(scores))
-        expected = numpy.zeros((mask.shape[1], crf.num_tags))
-        for i in range(n):
-            numpy.add.at(expected[i], paths[:, i], probs)
+        expected = brute_marginals(paths, scores, mask.shape[1], crf.num_tags)
         numpy.testing.assert_allclose(marginals[b].detach().numpy(), expected, atol=1e-9)
 
 
@@ -194,14 +213,7 @@ def test_span_log_probs_match_brute_force(scheme, labels, seed):
         for start in range(n)
         for end in range(start + 1, n + 1)
     ]
-    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, scheme)
-    args = (
-        torch.tensor([q[0] for q in queries]),
-        torch.tensor([q[2] for q in queries]),
-        torch.tensor([q[3] for q in queries]),
-        torch.from_numpy(span_tags),
-        torch.from_numpy(forbidden),
-    )
+    args = span_query_args(queries, tag_list, scheme)
     got = crf.span_log_probs(emissions, mask, *args)
     # Sharing one forward-backward pass gives the same numbers.
     shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.posteriors(emissions, mask))
@@ -526,10 +538,7 @@ def test_reference_kernels_match_brute_force(scheme, labels, seed):
         assert log_z[b].item() == pytest.approx(logsumexp(brute), abs=1e-9)
         assert best[b].item() == pytest.approx(brute.max(), abs=1e-9)
         assert best_tags[b, :n].tolist() == paths[numpy.argmax(brute)].tolist()
-        probs = numpy.exp(brute - logsumexp(brute))
-        expected = numpy.zeros((mask.shape[1], crf.num_tags))
-        for i in range(n):
-            numpy.add.at(expected[i], paths[:, i], probs)
+        expected = brute_marginals(paths, brute, mask.shape[1], crf.num_tags)
         numpy.testing.assert_allclose(tag_marginals[b].detach().numpy(), expected, atol=1e-9)
 
 
@@ -552,14 +561,7 @@ def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
         for start in range(n)
         for end in range(start + 1, min(n, start + 4) + 1)
     ]
-    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, scheme)
-    args = (
-        torch.tensor([q[0] for q in queries]),
-        torch.tensor([q[2] for q in queries]),
-        torch.tensor([q[3] for q in queries]),
-        torch.from_numpy(span_tags),
-        torch.from_numpy(forbidden),
-    )
+    args = span_query_args(queries, tag_list, scheme)
     got = kernels.span_log_probs(emissions, mask, *scores, fast, *args)
     expected = kernels.span_log_probs(emissions, mask, *scores, reference, *args)
     # Compared as probabilities: at scale 1000 most spans have log-probabilities of -1e4 and below.
@@ -628,8 +630,7 @@ def test_span_probabilities_exact_on_long_float32_sequences():
         for b, n in enumerate(mask.sum(1).tolist())
         for label, start, end in tags_to_entities([tag_list[t] for t in best[b, :n].tolist()])
     ]
-    span_tags, forbidden = tagging.span_queries([(label, s, e) for _, label, s, e in queries], tag_list, "BILUO")
-    args = [torch.tensor([q[i] for q in queries]) for i in (0, 2, 3)] + [torch.from_numpy(span_tags), torch.from_numpy(forbidden)]
+    args = span_query_args(queries, tag_list, "BILUO")
     with torch.no_grad():
         got = crf.span_log_probs(emissions, mask, *args).double().exp()
         scores = crf.constrained_scores()
