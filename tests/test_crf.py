@@ -515,11 +515,14 @@ def test_log_partition_matmul_equals_reference(scheme, labels, scale):
     allowed = torch.ones_like(emissions, dtype=torch.bool)
     known = gold >= 0
     allowed[known] = torch.nn.functional.one_hot(gold[known], crf.num_tags).bool()
-    masked = emissions.masked_fill(~allowed, IMPOSSIBLE)
-    expected = kernels.log_partition_reference(masked, mask, *scores)
-    got = kernels.log_partition_matmul(emissions, mask, *scores, allowed)
+    leaf = emissions.clone().requires_grad_(True)
+    expected = kernels.log_partition_reference(leaf.masked_fill(~allowed, IMPOSSIBLE), mask, *scores)
+    expected_grad, = torch.autograd.grad(expected.sum(), leaf)
+    got = kernels.log_partition_matmul(leaf, mask, *scores, allowed)
+    got_grad, = torch.autograd.grad(got.sum(), leaf)
     # Paths through an impossible tag are worth ~exp(-10000): both kernels ignore them, to rounding.
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-9)  # the posteriors of the gold's paths
 
 
 @pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
