@@ -5,15 +5,13 @@ pick from. Each algorithm has a plain log-space *reference* (a ``logsumexp`` or 
 ``(B, T_prev, T_next)`` tensor per token, torch-struct's standard version) and, where it pays, a
 fast kernel beside it that the tests hold to the reference and to brute force:
 
-============================  ==============================  =================================
-algorithm                     reference                       fast
-============================  ==============================  =================================
-log partition (the loss)      :func:`log_partition_reference`  :func:`log_partition_matmul`
-forward-backward (marginals)  :func:`forward_backward_reference`  :func:`forward_backward_matmul`
-Viterbi                       :func:`viterbi_reference`       :func:`viterbi_numpy`
-k-best (list Viterbi)         :func:`kbest_reference`         (none: rarely called)
-span log-probabilities        :func:`span_log_probs` on either forward-backward's output
-============================  ==============================  =================================
+- log partition (the loss): :func:`log_partition_reference`; fast: :func:`log_partition_matmul`;
+- forward-backward (marginals, span probabilities): :func:`forward_backward_reference`; fast:
+  :func:`forward_backward_matmul`; both give :class:`Posteriors`, which :func:`marginals` and
+  :func:`span_log_probs` read;
+- Viterbi: :func:`viterbi_reference` (tensor ops only, no host syncs: the one for accelerators);
+  fast on CPU: :func:`viterbi_numpy`;
+- k-best (list Viterbi): :func:`kbest_reference` only (rarely called).
 
 Arguments, everywhere:
 
