@@ -31,6 +31,7 @@ from .crf_kernels import (
     IMPOSSIBLE,
     Posteriors,
     forward_backward_matmul,
+    forward_backward_numpy,
     kbest_reference,
     log_partition_matmul,
     log_partition_reference,
@@ -258,9 +259,16 @@ class ConstrainedCRF(torchcrf.CRF):
         if length == 0:
             empty = emissions.new_zeros((batch, 0, num_tags))
             return Posteriors(empty, empty.clone(), emissions.new_zeros((batch, 1)))
-        # The matrix-product kernel on every device: its per-token normalisers are what keep the
+        # Matrix-product kernels on every device: their per-token normalisers are what keep the
         # probabilities exact (the log-space reference subtracts one log Z of ~1e5 at the end).
-        return forward_backward_matmul(emissions, mask, *self._scores_for(emissions))
+        # Without gradients on CPU, the NumPy one: its per-call cost is a fraction of torch's.
+        scores = self._scores_for(emissions)
+        if emissions.is_cpu and not torch.is_grad_enabled():
+            arrays = forward_backward_numpy(
+                emissions.detach().double().numpy(), mask.sum(1).numpy(), *(s.detach().double().numpy() for s in scores)
+            )
+            return Posteriors(*(torch.from_numpy(array).to(emissions.dtype) for array in arrays))
+        return forward_backward_matmul(emissions, mask, *scores)
 
     def forward_backward(
         self, emissions: torch.Tensor, mask: Optional[torch.Tensor] = None

@@ -7,8 +7,8 @@ fast kernel beside it that the tests hold to the reference and to brute force:
 
 - log partition (the loss): :func:`log_partition_reference`; fast: :func:`log_partition_matmul`;
 - forward-backward (marginals, span probabilities): :func:`forward_backward_reference`; fast:
-  :func:`forward_backward_matmul`; both give :class:`Posteriors`, which :func:`marginals` and
-  :func:`span_log_probs` read;
+  :func:`forward_backward_matmul` (differentiable) and :func:`forward_backward_numpy` (CPU, no
+  gradients); they give :class:`Posteriors`, which :func:`marginals` and :func:`span_log_probs` read;
 - Viterbi: :func:`viterbi_reference` (tensor ops only, no host syncs: the one for accelerators);
   fast on CPU: :func:`viterbi_numpy`;
 - k-best (list Viterbi): :func:`kbest_reference` only (rarely called).
@@ -282,6 +282,64 @@ def forward_backward_matmul(
         torch.stack(betas[::-1], dim=1).masked_fill(~is_real, 0.0).to(dtype),
         log_norms.to(dtype),
     )
+
+
+def forward_backward_numpy(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """:func:`forward_backward_matmul` on float64 arrays, without gradients: ``emissions (B, L, T)``
+    of left-aligned sequences of ``lengths (B,)``; returns ``(alpha, beta, log_norms)`` as in
+    :class:`Posteriors`. The same steps, each a NumPy call: on these small arrays NumPy's per-call
+    cost is a fraction of torch's, and it never starts threads."""
+    batch, length, num_tags = emissions.shape
+    is_real = numpy.arange(length) < lengths[:, None]  # (B, L)
+    emissions = numpy.where(is_real[:, :, None], emissions, 0.0)
+    with numpy.errstate(divide="ignore", under="ignore"):
+        into, out_of = _NumpyMoves(transitions), _NumpyMoves(transitions.T)
+        alpha = numpy.zeros((batch, length, num_tags))
+        log_norms = numpy.zeros((batch, length + 1))
+        step = start + emissions[:, 0]
+        for i in range(length):
+            if i > 0:
+                step = into.logsumexp_previous(alpha[:, i - 1]) + emissions[:, i]
+            norm = step.max(axis=1)
+            real = is_real[:, i]
+            log_norms[:, i] = numpy.where(real, norm, 0.0)
+            # Padding carries the last real alpha forward.
+            alpha[:, i] = numpy.where(real[:, None], step - norm[:, None], alpha[:, i - 1] if i else 0.0)
+        closing = numpy.logaddexp.reduce(alpha[:, -1] + end, axis=1)
+        closing = numpy.where(lengths > 0, closing, 0.0)
+        log_norms[numpy.arange(batch), lengths] = closing
+
+        beta = numpy.empty_like(alpha)
+        last_row = end - closing[:, None]
+        beta[:, -1] = last_row
+        for i in range(length - 2, -1, -1):
+            step = out_of.logsumexp_previous(emissions[:, i + 1] + beta[:, i + 1]) - log_norms[:, i + 1, None]
+            beta[:, i] = numpy.where(is_real[:, i + 1, None], step, last_row)
+    padding = ~is_real[:, :, None]
+    return numpy.where(padding, 0.0, alpha), numpy.where(padding, 0.0, beta), log_norms
+
+
+class _NumpyMoves:
+    """:class:`MatmulMoves` on float64 arrays (its ``logsumexp_previous`` includes the shift)."""
+
+    def __init__(self, transitions: numpy.ndarray) -> None:
+        self.transitions = transitions  # (T_prev, T_next)
+        self.shift = transitions.max(axis=0)
+        self.weights = numpy.exp(transitions - self.shift)
+
+    def logsumexp_previous(self, scores: numpy.ndarray) -> numpy.ndarray:
+        best = scores.max(axis=1, keepdims=True)
+        total = numpy.exp(scores - best) @ self.weights  # (B, T_next)
+        result = numpy.log(total) + best + self.shift
+        underflow = total < SMALLEST_EXACT_SUM
+        if underflow.any():
+            rows = underflow.any(axis=1)
+            terms = scores[rows, :, None] + self.transitions  # (R, T_prev, T_next)
+            exact = numpy.logaddexp.reduce(terms, axis=1)
+            result[rows] = numpy.where(underflow[rows], exact, result[rows])
+        return result
 
 
 def marginals(posteriors: Posteriors, mask: torch.Tensor) -> torch.Tensor:

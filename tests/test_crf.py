@@ -548,15 +548,20 @@ def test_reference_kernels_match_brute_force(scheme, labels, seed):
 @pytest.mark.parametrize("scheme,labels", SCHEME_CONFIGS + [("BILUO", ["PER", "LOC"])])
 @pytest.mark.parametrize("scale", [2.0, 40.0, 1000.0])
 def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
-    """Marginals and every span's log-probability, on mixed lengths and large emission scales."""
+    """Both fast kernels against the reference on mixed lengths and large emission scales."""
     crf, tag_list = make_crf(scheme, labels, seed=5)
     emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=5, scale=scale, pad_value=float("inf"))
     scores = crf.constrained_scores()
-    fast = kernels.forward_backward_matmul(emissions, mask, *scores)
     reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    arrays = kernels.forward_backward_numpy(emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    for fast in (kernels.forward_backward_matmul(emissions, mask, *scores), kernels.Posteriors(*map(torch.from_numpy, arrays))):
+        check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
+
+
+def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
+    """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
     torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
-    # Every labelled span of up to 4 tokens.
     queries = [
         (b, label, start, end)
         for b, n in enumerate(MIXED_LENGTHS)
