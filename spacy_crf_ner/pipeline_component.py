@@ -373,7 +373,7 @@ class CRFEntityRecognizer(TrainablePipe):
         crf = get_crf(self.model.get_ref("crf"))
         tags, scheme = self.tags, self.cfg["scheme"]
         with torch.no_grad():
-            emissions, mask = self._emissions(docs)
+            emissions, mask, _ = self._emissions(docs)
             _, best = crf.viterbi(emissions, mask)
             best = best.cpu().numpy()
             paths = [best[i, : len(doc)] for i, doc in enumerate(docs)]
@@ -413,24 +413,32 @@ class CRFEntityRecognizer(TrainablePipe):
 
     def kbest(self, docs: Iterable[Doc], k: int = 5) -> List[List[Analysis]]:
         """The ``k`` best analyses of each doc, best first: ``Analysis(score, probability,
-        tags, ents)``, with ``probability`` the CRF's exact probability of that tag path."""
+        tags, ents)``, with ``probability`` the CRF's exact probability of that tag path. Only
+        paths that agree with the doc's own entities and blocked tokens count (fewer than ``k``
+        if fewer do)."""
         docs = list(docs)
         crf = get_crf(self.model.get_ref("crf"))
         with torch.no_grad():
-            emissions, mask = self._emissions(docs)
-            return kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
+            emissions, mask, allowed = self._emissions(docs)
+            analyses = kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
+        index = {tag: i for i, tag in enumerate(self.tags)}
+        return [
+            [a for a in doc_analyses if allowed[b, numpy.arange(len(a.tags)), [index[t] for t in a.tags]].all()]
+            for b, doc_analyses in enumerate(analyses)
+        ]
 
     def _emissions(self, docs: List[Doc]):
         """``(B, L, T)`` emissions on the CRF's device, ``IMPOSSIBLE`` for the tags the docs'
-        annotation rules out (:meth:`_allowed_tags`), and the ``(B, L)`` mask of real tokens."""
+        annotation rules out, the ``(B, L)`` mask of real tokens and the ``(B, L, T)`` allowed
+        tags (:meth:`_allowed_tags`)."""
         get_crf(self.model.get_ref("crf"))  # a clear error if not initialized
         if any(len(doc) for doc in docs):
             scores = self.model.predict(docs)
         else:  # like spaCy's tagger, don't run the encoder on nothing
             scores = [self.model.ops.alloc2f(0, len(self.tags)) for _ in docs]
         emissions, mask = pad_emissions(self.model.get_ref("crf"), scores)
-        allowed = torch.from_numpy(self._allowed_tags(docs, emissions.shape[1])).to(emissions.device)
-        return emissions.masked_fill(~allowed, IMPOSSIBLE), mask
+        allowed = self._allowed_tags(docs, emissions.shape[1])
+        return emissions.masked_fill(~torch.from_numpy(allowed).to(emissions.device), IMPOSSIBLE), mask, allowed
 
     def _allowed_tags(self, docs: List[Doc], length: int) -> numpy.ndarray:
         """``(B, length, T)`` bool: the tags each token may take. Padding allows every tag.

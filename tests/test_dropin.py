@@ -145,8 +145,15 @@ def test_decoding_under_preset_entities_matches_brute_force(make_examples, schem
         emissions = torch.from_numpy(ner.model.predict([doc])[0]).double()
         paths, scores = brute_paths(crf, emissions, len(doc))
         crf.float()
-        allowed = ner._allowed_tags([doc], len(doc))[0]
-        agrees = allowed[numpy.arange(len(doc)), paths].all(axis=1)
+        # Agreeing, spelled out: each preset entity of a known label is an entity of the path,
+        # and every other entity of the path keeps off the preset and blocked tokens.
+        known = {(label, s, e) for s, e, label in preset if label in ner.labels}
+        taken = {i for s, e, _ in preset for i in range(s, e)} | set(blocked)
+        path_ents = [{(x.label_, x.start, x.end) for x in to_spans(doc, [ner.tags[t] for t in path], scheme)} for path in paths]
+        agrees = numpy.array([
+            known <= ents and all(ent in known or taken.isdisjoint(range(ent[1], ent[2])) for ent in ents)
+            for ents in path_ents
+        ])
         paths, scores = paths[agrees], scores[agrees]
         prediction = ner.predict([doc])
         assert prediction.paths[0].tolist() == paths[numpy.argmax(scores)].tolist()
@@ -157,6 +164,10 @@ def test_decoding_under_preset_entities_matches_brute_force(make_examples, schem
                 for path in paths
             ]
             assert p == pytest.approx(numpy.exp(logsumexp(scores[spelled]) - log_z), abs=1e-4)
+        # k-best: the agreeing paths only, best first, as brute force ranks them.
+        ranked = paths[numpy.argsort(-scores, kind="stable")][:8]
+        analyses = ner.kbest([doc], k=8)[0]
+        assert [[ner.tags.index(t) for t in a.tags] for a in analyses] == ranked.tolist()
         ner.set_annotations([doc], prediction)
         for s, e, label in preset:
             assert (s, e, label) in {(ent.start, ent.end, ent.label_) for ent in doc.ents}
