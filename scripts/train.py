@@ -1,7 +1,7 @@
 """Train a pipeline with `spacy train`, filling in what the project's variables leave open.
 
     python scripts/train.py CONFIG OUTPUT_DIR --train TRAIN.spacy --dev DEV.spacy
-        [--transformer auto|NAME|DIR] [--gpu auto|-1|0] [--vectors null|NAME]
+        [--transformer auto|NAME|DIR] [--gpu auto|-1|0]
         [--max-steps N] [--eval-frequency N] [--warmup-steps N] [--accumulate-gradient N]
         [--batch-size N] [--no-progress-bar] [-- any other spaCy override, e.g. --training.dropout 0.2]
 
@@ -46,7 +46,6 @@ def parse_args(argv: List[str]) -> Tuple[argparse.Namespace, List[str]]:
     parser.add_argument("--dev", type=Path, required=True)
     parser.add_argument("--transformer", default="auto")
     parser.add_argument("--gpu", default="auto")
-    parser.add_argument("--vectors", default=None, help="[paths] vectors; 'null' for none")
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--eval-frequency", type=int, default=0)
     parser.add_argument("--warmup-steps", type=int, default=-1, help="-1: as in the config")
@@ -74,8 +73,6 @@ def build_overrides(cfg, args: argparse.Namespace) -> Tuple[Dict[str, str], Dict
             env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         else:
             overrides["paths.transformer"] = args.transformer
-    if args.vectors is not None and "vectors" in paths:
-        overrides["paths.vectors"] = args.vectors
     if args.max_steps:
         overrides["training.max_steps"] = str(args.max_steps)
     if args.eval_frequency:

@@ -6,8 +6,10 @@ Modules, one job each:
 - ``tags``: tag schemes (BILUO, BIO), their transition constraints, tags <-> spans;
 - ``confidence``: entity probabilities, high-recall candidates and k-best analyses;
 - ``layers``: the CRF as a Thinc layer, with its own learning rate;
-- ``architectures``: the registered model, ``spacy-crf-ner.CRFTagger.v1``;
-- ``pipeline_component``: the ``crf_ner`` spaCy component.
+- ``architectures``: the registered model, ``spacy-crf-ner.CRFTagger.v1``, and its resizing;
+- ``objectives``: training losses besides the likelihood (negative examples, rehearsal);
+- ``pipeline_component``: the ``crf_ner`` spaCy component;
+- ``debug_data``: ``python -m spacy_crf_ner debug-data``, the NER checks of ``spacy debug data``.
 """
 from .architectures import build_crf_tagger
 from .crf import ConstrainedCRF

@@ -6,6 +6,7 @@ by a :class:`CRFShim`. The shim is part of the pipeline's model tree, so ``nlp.u
 difference from Thinc's ``PyTorchShim`` is that it passes ``lr_scale`` to the optimizer.
 """
 import contextlib
+import io
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
@@ -29,20 +30,23 @@ class CRFShim(PyTorchShim):
     """
 
     def __init__(self, model: Optional[ConstrainedCRF] = None, lr_scale: float = 1.0):
-        super().__init__(model, deserialize_model=_deserialize_crf)
+        super().__init__(model, serialize_model=_serialize_crf, deserialize_model=_deserialize_crf)
         self.lr_scale = lr_scale
 
     def finish_update(self, optimizer: Optimizer) -> None:
         for name, param in self._model.named_parameters():
             if param.grad is None:
                 continue
-            if not self._grad_scaler.found_inf:
-                weights, _ = optimizer(
-                    (self.id, name),
-                    torch2xp(param.data),
-                    torch2xp(param.grad),
-                    lr_scale=self.lr_scale,
-                )
+            if not self._grad_scaler.found_inf and self.lr_scale != 0.0:
+                if isinstance(optimizer, Optimizer):
+                    weights, _ = optimizer(
+                        (self.id, name), torch2xp(param.data), torch2xp(param.grad), lr_scale=self.lr_scale
+                    )
+                else:
+                    # Language.rehearse passes a function that only collects (key, weights,
+                    # gradient), applied later by the optimizer at its own rate: hand it a copy
+                    # of the gradient, which is zeroed below.
+                    weights, _ = optimizer((self.id, name), torch2xp(param.data), torch2xp(param.grad).copy())
                 param.data = xp2torch(weights, requires_grad=True, device=param.device)
             param.grad.zero_()
         self._grad_scaler.update()
@@ -62,10 +66,22 @@ class CRFShim(PyTorchShim):
                     param.data = backup[name]
 
 
-def _deserialize_crf(model, state_bytes: bytes, device) -> ConstrainedCRF:
+def _serialize_crf(crf: Optional[ConstrainedCRF]) -> bytes:
+    # A pipeline saved before initialize has no CRF yet (spaCy's ner and tagger save fine
+    # uninitialized): empty bytes stand for "not built".
+    if crf is None:
+        return b""
+    filelike = io.BytesIO()
+    torch.save(crf.state_dict(), filelike)
+    return filelike.getvalue()
+
+
+def _deserialize_crf(model, state_bytes: bytes, device) -> Optional[ConstrainedCRF]:
     # The CRF is sized by the label count, which a freshly constructed pipeline does not know
     # yet: rebuild it from the saved state (sizes and constraints included) instead of loading
     # into an existing module.
+    if not state_bytes:
+        return None
     return ConstrainedCRF.from_state_bytes(state_bytes, device)
 
 
@@ -73,15 +89,14 @@ def build_crf_layer(lr_scale: float = 1.0) -> Model:
     """A Thinc layer holding the CRF. It has no forward pass of its own: the functions below
     (:func:`crf_loss`, the component's ``predict``) use it. Its CRF is built in ``initialize`` from
     ``attrs["tags"]`` and ``attrs["scheme"]``, which the component sets, with
-    ``attrs["constrained"]`` (forbidden moves on or off) and ``attrs["transitions"]`` (off: the
-    start, end and transition scores start at 0, and the component keeps them there, which
-    makes the "CRF" a per-token softmax)."""
+    ``attrs["constrained"]`` (forbidden moves on or off). Its start, end and transition scores
+    start at 0."""
     return Model(
         "crf",
         _no_forward,
         init=_init_crf,
         shims=[CRFShim(lr_scale=lr_scale)],
-        attrs={"tags": [], "scheme": "BILUO", "constrained": True, "transitions": True},
+        attrs={"tags": [], "scheme": "BILUO", "constrained": True},
     )
 
 
@@ -97,9 +112,11 @@ def _init_crf(model: Model, X=None, Y=None) -> Model:
     if model.attrs["constrained"]:
         masks = [torch.from_numpy(m) for m in transition_constraints(tags, model.attrs["scheme"])]
     crf = ConstrainedCRF(len(tags), *masks)
-    if not model.attrs["transitions"]:
-        for param in crf.parameters():
-            torch.nn.init.zeros_(param)
+    # Zero scores, not torchcrf's random ones: with the emission layer's initial weights
+    # (architectures.py) an untrained model then predicts no entities. With use_crf=False the
+    # component trains them at rate 0, so they stay zero.
+    for param in crf.parameters():
+        torch.nn.init.zeros_(param)
     model.shims[0]._model = crf.to(get_torch_default_device())
     return model
 

@@ -122,6 +122,25 @@ def test_project_yml_variables_and_deps():
     assert defaults["transformer"] == "auto" and defaults["gpu"] == "auto"
 
 
+def test_project_yml_assets_outputs_and_no_stale_vectors(capsys):
+    """The demo corpus is a declared asset whose checksums match; the wheel is an uncached
+    output; nothing refers to a vectors setting the configs no longer have; data paths live in
+    the README, not in the description."""
+    from weasel.cli.assets import project_assets
+    from weasel.util import get_checksum, load_project_config
+
+    config = load_project_config(REPO)
+    for asset in config["assets"]:
+        assert get_checksum(REPO / asset["dest"]) == asset["checksum"], asset["dest"]
+    assert {a["dest"] for a in config["assets"]} == {f"assets/sample/{s}.conll" for s in ("train", "dev", "test")}
+    project_assets(REPO)
+    assert capsys.readouterr().out.count("Asset exists with matching checksum") == 3
+    commands = {cmd["name"]: cmd for cmd in config["commands"]}
+    assert commands["package"]["outputs_no_cache"][0].endswith(".whl") and not commands["package"].get("outputs")
+    assert "vectors" not in config["vars"] and "--vectors" not in commands["train"]["script"][0]
+    assert "shared/data" not in config["description"]
+
+
 def test_resolve_gpu():
     gpu = _load_script("gpu")
     assert gpu.resolve_gpu("-1") == -1
@@ -168,13 +187,11 @@ def test_train_overrides_transformer_config():
 def test_train_overrides_cnn_config():
     overrides, env, _ = _overrides(
         "crf_ner_cnn", "--max-steps", "30", "--warmup-steps", "10", "--batch-size", "500",
-        "--vectors", "null",
     )
     # no transformer, and a constant learning rate: those options don't apply
     assert "paths.transformer" not in overrides and env == {}
     assert not any(key.startswith("training.optimizer") for key in overrides)
     assert overrides["training.batcher.size.start"] == overrides["training.batcher.size.stop"] == "500"
-    assert overrides["paths.vectors"] == "null"
     # every override must be accepted by spaCy for this config
     spacy.util.load_config(REPO / "configs" / "crf_ner_cnn.cfg", overrides={
         key: json.loads(value) if value in ("null", "true") or value.isdigit() else value
@@ -199,7 +216,6 @@ def test_convert_writes_the_three_splits(project):
 def test_train_learns(project):
     path, output = project
     best = path / "training" / "model-best"
-    assert "--paths.vectors null" in output  # the CNN config names en_core_web_lg
     assert "progress_bar true" in output
     config = spacy.util.load_config(best / "config.cfg")
     assert config["nlp"]["pipeline"] == ["tok2vec", "crf_ner"]
