@@ -420,22 +420,24 @@ def annotate(
     n_process: int = 1,
     docbin: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     ray_options: RayOptions = RayOptions(),
     progress: bool = True,
 ) -> Summary:
     """Annotate every record of ``inputs`` with the pipeline ``model`` into shards in ``output``.
 
-    Raises AnnotateError, before any work, for an unreadable input or an output directory that
-    holds another run (without ``resume``); after the run, if the output does not hold each input
-    id exactly once.
+    ``resume`` finishes an earlier run of the same model and input into ``output``; ``overwrite``
+    deletes an earlier run's shards there first. Raises AnnotateError, before any work, for an
+    unreadable input or an output directory that holds another run (without ``resume`` or
+    ``overwrite``); after the run, if the output does not hold each input id exactly once.
     """
     start = time.perf_counter()
     files = input_files(inputs)
     docs_in = sum(count_records(file, fields) for file in files)
     output = Path(output)
     writer = ShardWriter(output, OutputFormat(output_format), docbin)
-    run = {"inputs": [str(f.path) for f in files], "text_field": fields.text, "id_field": fields.id, "format": writer.format.value}
-    done = _prepare_output(output, writer, run, resume)
+    run = {"model": model, "inputs": [str(f.path) for f in files], "text_field": fields.text, "id_field": fields.id, "format": writer.format.value}
+    done = _prepare_output(output, writer, run, resume, overwrite)
     if len(done) < docs_in:
         if Engine(engine) == Engine.ray:
             from .annotate_ray import run_ray  # Ray is an optional extra
@@ -448,12 +450,16 @@ def annotate(
     return _check_output(writer, docs_in, len(done), written, time.perf_counter() - start)
 
 
-def _prepare_output(output: Path, writer: ShardWriter, run: Dict[str, Any], resume: bool) -> set:
+def _prepare_output(output: Path, writer: ShardWriter, run: Dict[str, Any], resume: bool, overwrite: bool) -> set:
     """The ids already done (with ``resume``); checks that ``output`` belongs to this run."""
     run_file = output / RUN_FILE
+    if run_file.exists() and overwrite:
+        for path in output.glob("part-*"):
+            path.unlink()
+        run_file.unlink()
     if run_file.exists():
         if not resume:
-            raise AnnotateError(f"{output} holds the output of an earlier run: pass --resume to finish it, or choose another directory")
+            raise AnnotateError(f"{output} holds the output of an earlier run: pass --resume to finish it, --overwrite to replace it, or choose another directory")
         earlier = json.loads(run_file.read_text(encoding="utf8"))
         for key, value in run.items():
             if earlier.get(key) != value:
@@ -526,6 +532,7 @@ def annotate_command(
     n_process: int = typer.Option(1, help="local: spaCy worker processes"),
     docbin: bool = typer.Option(False, help="Also write each shard's docs as a spaCy DocBin (part-*.spacy)"),
     resume: bool = typer.Option(False, help="Finish an interrupted run into the same OUTPUT"),
+    overwrite: bool = typer.Option(False, help="Delete the shards of an earlier run in OUTPUT first"),
     address: Optional[str] = typer.Option(None, help="ray: the cluster to join (default: a local Ray for this run)"),
     actors: int = typer.Option(2, help="ray: actors in the pool, each with its own copy of the pipeline"),
     cpus_per_actor: float = typer.Option(1.0, help="ray: CPUs per actor (also torch's threads)"),
@@ -536,7 +543,7 @@ def annotate_command(
         summary = annotate(
             model, inputs, output, engine=engine, output_format=output_format,
             fields=RecordFields(text_field, id_field, max_chars), batch_size=batch_size, shard_size=shard_size,
-            n_process=n_process, docbin=docbin, resume=resume,
+            n_process=n_process, docbin=docbin, resume=resume, overwrite=overwrite,
             ray_options=RayOptions(address, actors, cpus_per_actor, gpus_per_actor),
         )
     except AnnotateError as error:

@@ -240,6 +240,8 @@ def test_output_of_another_run_needs_resume(crf_model, texts, tmp_path):
         annotate(crf_model, str(source), tmp_path / "out", progress=False)
     with pytest.raises(AnnotateError, match="text_field"):
         annotate(crf_model, str(source), tmp_path / "out", fields=RecordFields(text="body"), resume=True, progress=False)
+    with pytest.raises(AnnotateError, match="made with model"):
+        annotate(crf_model + "/", str(source), tmp_path / "out", resume=True, progress=False)
     summary = annotate(crf_model, str(source), tmp_path / "out", resume=True, progress=False)
     assert (summary.docs_before, summary.docs_annotated, summary.docs_out) == (5, 0, 5)
 
@@ -302,6 +304,25 @@ def test_command_line_reports_a_clear_error(crf_model, tmp_path):
     )
     assert result.returncode == 1
     assert "annotate: cannot read input file" in result.stderr and "nope.jsonl" in result.stderr
+
+
+def test_project_workflow_annotates_the_raw_text_file(crf_model, tmp_path):
+    """``spacy project run batch_annotate`` (twice: the second run replaces the first)."""
+    import shutil
+
+    shutil.copy(ROOT / "project.yml", tmp_path)
+    shutil.copytree(ROOT / "assets", tmp_path / "assets")
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "spacy", "project", "run", "batch_annotate", str(tmp_path), "--vars.annotate_model", crf_model],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    texts = (ROOT / "assets" / "sample" / "raw.txt").read_text(encoding="utf8").splitlines()
+    out = read_output(tmp_path / "annotations", "jsonl")
+    assert sorted(out, key=int) == [str(i) for i in range(1, len(texts) + 1)]
+    for i, entities in enumerate(reference(crf_model, texts), start=1):
+        assert_same_entities(out[str(i)]["entities"], entities)
 
 
 # -- the Ray engine -----------------------------------------------------------------------------
