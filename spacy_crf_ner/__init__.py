@@ -6,7 +6,9 @@ Modules, one job each:
 - ``confidence``: entity probabilities, high-recall candidates and k-best analyses;
 - ``layers``: the CRF as a Thinc layer, with its own learning rate;
 - ``architectures``: the registered model, ``spacy-crf-ner.CRFTagger.v1``;
-- ``pipeline_component``: the ``crf_ner`` spaCy component.
+- ``pipeline_component``: the ``crf_ner`` spaCy component;
+- ``annotate``: batch annotation of a corpus into Parquet/JSONL shards (``python -m spacy_crf_ner
+  annotate``), on this machine; ``annotate_ray``: its Ray Data engine (the ``ray`` extra).
 """
 from .architectures import build_crf_tagger
 from .crf import ConstrainedCRF
