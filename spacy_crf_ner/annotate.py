@@ -284,14 +284,19 @@ def annotate_records(
     spans_key = confidences_key(nlp)
     failed: List[Dict[str, Any]] = []
     sent: Deque[Tuple[int, Dict[str, Any]]] = deque()
+    reading: List[Exception] = []
 
     def texts() -> Iterator[Tuple[str, int]]:
-        for index, record in enumerate(records):
-            if record["error"] is None:
-                sent.append((index, record))
-                yield record["text"], index
-            else:
-                failed.append(record)
+        try:
+            for index, record in enumerate(records):
+                if record["error"] is None:
+                    sent.append((index, record))
+                    yield record["text"], index
+                else:
+                    failed.append(record)
+        except Exception as error:  # the input's failure, not a document's: it stops the run
+            reading.append(error)
+            raise
 
     def row(record: Dict[str, Any], doc: Optional[Doc], error: Optional[str] = None) -> Dict[str, Any]:
         out = {"id": record["id"], "entities": [], "error": error or record["error"], "words": 0, "doc": None}
@@ -317,8 +322,9 @@ def annotate_records(
                 while failed:
                     yield row(failed.pop(), None)
             finished = True
-        except Exception:  # noqa: BLE001 -- the failing record is found and reported below
-            pass
+        except Exception:
+            if reading:
+                raise
         while sent:
             yield alone(sent.popleft()[1])
         while failed:

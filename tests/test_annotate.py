@@ -182,9 +182,10 @@ def test_invalid_utf8_line_in_a_text_file(crf_model, tmp_path):
     assert out["1"]["error"] is None and out["4"]["error"] is None
 
 
-def test_a_document_the_pipeline_fails_on_gets_the_error(crf_model, texts, tmp_path, monkeypatch):
-    """A component that raises on one doc drops its whole batch in spaCy; the batch's other docs
-    are annotated alone and only the bad one gets the error."""
+@pytest.mark.parametrize("n_process", [1, 2])
+def test_a_document_the_pipeline_fails_on_gets_the_error(crf_model, texts, tmp_path, monkeypatch, n_process):
+    """A component that raises on one doc stops ``nlp.pipe`` (in a worker process too); the docs
+    it had taken are annotated alone, only the bad one gets the error, and the run goes on."""
     from spacy_crf_ner.pipeline_component import CRFEntityRecognizer
 
     predict = CRFEntityRecognizer.predict
@@ -197,7 +198,7 @@ def test_a_document_the_pipeline_fails_on_gets_the_error(crf_model, texts, tmp_p
     monkeypatch.setattr(CRFEntityRecognizer, "predict", fail_on_poison)
     records = [{"id": i, "text": t} for i, t in enumerate(texts[:10])] + [{"id": "bad", "text": "Poison ivy ."}]
     source = write_jsonl(tmp_path / "in.jsonl", records[:4] + records[10:] + records[4:10])
-    summary = annotate(crf_model, str(source), tmp_path / "out", batch_size=4, progress=False)
+    summary = annotate(crf_model, str(source), tmp_path / "out", batch_size=4, n_process=n_process, progress=False)
     out = read_output(tmp_path / "out")
     assert out["bad"]["error"] == "ValueError: poisoned doc"
     monkeypatch.setattr(CRFEntityRecognizer, "predict", predict)
@@ -205,6 +206,18 @@ def test_a_document_the_pipeline_fails_on_gets_the_error(crf_model, texts, tmp_p
         assert out[str(i)]["error"] is None
         assert_same_entities(out[str(i)]["entities"], entities)
     assert summary.errors == 1
+
+
+def test_a_failure_of_the_input_itself_stops_the_run(crf_model):
+    """Unlike a document's failure, an input that breaks mid-way is not turned into errors."""
+    from spacy_crf_ner.annotate import annotate_records
+
+    def records():
+        yield {"id": "1", "text": "Anna Berg ran .", "error": None}
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(annotate_records(spacy.load(crf_model), records(), batch_size=4))
 
 
 def test_unreadable_input_is_an_error_before_any_work(crf_model, texts, tmp_path):
