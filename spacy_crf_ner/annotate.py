@@ -27,7 +27,6 @@ component (spaCy's ``ner``) gets the same rows with ``score`` null.
 import dataclasses
 import glob
 import hashlib
-import io
 import json
 import os
 import time
@@ -128,10 +127,9 @@ class Summary:
 
 
 def input_files(spec: str) -> List[InputFile]:
-    """The files that ``spec`` (a file, a directory, or a glob) names, each checked readable.
-
-    Raises AnnotateError naming the file that is missing, unreadable, or of an unknown format.
-    """
+    """The files that ``spec`` (a file, a directory, or a glob) names; in a directory, those with
+    a known extension. Raises AnnotateError for no files, or naming a file of an unknown format
+    (``count_records`` then finds the unreadable ones)."""
     root = Path(spec)
     if root.is_dir():
         paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in INPUT_FORMATS)
@@ -155,7 +153,7 @@ def input_files(spec: str) -> List[InputFile]:
 def _glob_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard."""
     parts = Path(pattern).parts
-    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]]
+    fixed = parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))]
     return str(Path(*fixed)) if fixed else "."
 
 
