@@ -345,8 +345,8 @@ RAY_ACTORS = 2
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One Ray for the module's tests, sized as ``annotate`` sizes its embedded Ray for 2 actors
-    of 1 CPU: the actors' CPUs plus ``RAY_IO_CPUS`` for reading and writing."""
+    """One Ray for the tests below that call ``annotate`` in this process, sized as the command
+    sizes its own Ray for 2 actors of 1 CPU: the actors' CPUs plus ``RAY_IO_CPUS``."""
     ray = pytest.importorskip("ray")
     from spacy_crf_ner.annotate import RAY_IO_CPUS
 
@@ -358,7 +358,11 @@ def local_ray():
 RAY = dict(engine=Engine.ray, ray_options=RayOptions(actors=RAY_ACTORS, cpus_per_actor=1.0), progress=False)
 
 
-def test_ray_output_equals_nlp_pipe(local_ray, crf_model, texts, tmp_path):
+def test_ray_command_on_its_own_local_ray_equals_nlp_pipe(crf_model, texts, tmp_path):
+    """The command as users run it: ``--engine ray`` with 2 actors of 1 CPU on the Ray that it
+    starts itself (with CPUs for the reads and writes beside the actors), a JSONL and a Parquet
+    file in shuffled id order; the output is ``nlp.pipe``'s, entity for entity, ids exact."""
+    pytest.importorskip("ray")
     ids = [f"doc-{i}" for i in range(len(texts))]
     random.Random(1).shuffle(ids)
     records = [{"id": i, "text": t} for i, t in zip(ids, texts)]
@@ -366,15 +370,20 @@ def test_ray_output_equals_nlp_pipe(local_ray, crf_model, texts, tmp_path):
     data.mkdir()
     write_jsonl(data / "a.jsonl", records[:50] + [{"id": "bad", "text": 7}])
     pyarrow.parquet.write_table(pyarrow.Table.from_pylist(records[50:]), data / "b.parquet")
-    summary = annotate(crf_model, str(data), tmp_path / "out", batch_size=8, shard_size=20, **RAY)
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy_crf_ner", "annotate", crf_model, str(data), str(tmp_path / "out"), "--engine", "ray",
+         "--actors", str(RAY_ACTORS), "--cpus-per-actor", "1", "--batch-size", "8", "--shard-size", "20"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = sum(len(t.split()) for t in texts)
+    assert f"docs in 101, docs out 101 (0 from an earlier run, 101 now), errors 1, {words:,} words" in result.stdout
     out = read_output(tmp_path / "out")
     assert sorted(out) == sorted(ids + ["bad"])
     assert out["bad"]["error"] == "'text' is int, not a string"
     for record_id, entities in zip(ids, reference(crf_model, texts)):
         assert out[record_id]["error"] is None
         assert_same_entities(out[record_id]["entities"], entities)
-    assert (summary.docs_in, summary.docs_out, summary.docs_annotated, summary.errors) == (101, 101, 101, 1)
-    assert summary.words == sum(len(t.split()) for t in texts)
 
 
 def test_ray_resume_annotates_only_what_is_missing(local_ray, crf_model, texts, tmp_path):
