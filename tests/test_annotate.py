@@ -279,6 +279,7 @@ def test_docbin_per_shard(crf_model, texts, tmp_path):
         ]
 
 
+@pytest.mark.slow
 def test_resume_after_the_process_is_killed(crf_model, texts, tmp_path):
     """Kill -9 a run of the command after its first shards; a half-written temporary file is left
     like a crash mid-write would leave it; resuming completes the output, each id once."""
@@ -319,6 +320,7 @@ def test_command_line_reports_a_clear_error(crf_model, tmp_path):
     assert "annotate: cannot read input file" in result.stderr and "nope.jsonl" in result.stderr
 
 
+@pytest.mark.slow
 def test_project_workflow_annotates_the_raw_text_file(crf_model, tmp_path):
     """``spacy project run batch_annotate`` (twice: the second run replaces the first)."""
     import shutil
@@ -358,6 +360,7 @@ def local_ray():
 RAY = dict(engine=Engine.ray, ray_options=RayOptions(actors=RAY_ACTORS, cpus_per_actor=1.0), progress=False)
 
 
+@pytest.mark.slow
 def test_ray_command_on_its_own_local_ray_equals_nlp_pipe(crf_model, texts, tmp_path):
     """The command as users run it: ``--engine ray`` with 2 actors of 1 CPU on the Ray that it
     starts itself (with CPUs for the reads and writes beside the actors), a JSONL and a Parquet
@@ -386,6 +389,7 @@ def test_ray_command_on_its_own_local_ray_equals_nlp_pipe(crf_model, texts, tmp_
         assert_same_entities(out[record_id]["entities"], entities)
 
 
+@pytest.mark.slow
 def test_ray_resume_annotates_only_what_is_missing(local_ray, crf_model, texts, tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts)])
     out = tmp_path / "out"
