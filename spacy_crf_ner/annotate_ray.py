@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Set
 
 import pyarrow
 import ray
+import spacy
 from ray.data import Datasink
 from ray.data.block import Block
 from ray.data.datasource import FileBasedDatasource
@@ -46,7 +47,7 @@ def run_ray(
             RayAnnotator,
             fn_constructor_kwargs={
                 "model": model, "batch_size": batch_size, "docbin": writer.docbin,
-                "n_threads": max(1, int(options.cpus_per_actor)),
+                "n_threads": max(1, int(options.cpus_per_actor)), "gpu": options.gpus_per_actor > 0,
             },
             concurrency=options.actors,
             num_cpus=options.cpus_per_actor,
@@ -102,7 +103,10 @@ class RecordSource(FileBasedDatasource):
 class RayAnnotator:
     """An actor of the pool: loads the pipeline once, from its path or package name."""
 
-    def __init__(self, model: str, batch_size: int, docbin: bool, n_threads: int):
+    def __init__(self, model: str, batch_size: int, docbin: bool, n_threads: int, gpu: bool):
+        if gpu:
+            # Ray shows the actor only its own GPU(s), through CUDA_VISIBLE_DEVICES: it is GPU 0
+            spacy.require_gpu(0)
         # Ray sets OMP_NUM_THREADS from the actor's CPUs (1 for fractions); torch's own setting
         # is what counts once torch is imported.
         self.nlp = load_pipeline(model, n_threads=n_threads)

@@ -461,7 +461,7 @@ def test_ray_actor_killed_mid_run_loses_and_duplicates_nothing(local_ray, crf_mo
     killer.start()
     summary = annotate(crf_model, str(source), out, batch_size=10, shard_size=50, **RAY)
     killer.join()
-    assert killed and killed[0] < 40, "no actor was killed mid-run"
+    assert killed and killed[0] < 1200 // 50, "no actor was killed mid-run"
     rows = read_output(out)
     assert sorted(rows) == sorted(f"d{i}" for i in range(1200))
     assert summary.docs_annotated == 1200
