@@ -281,15 +281,15 @@ def annotate_records(
     error); then ``nlp.pipe`` restarts on the rest."""
     spans_key = confidences_key(nlp)
     failed: List[Dict[str, Any]] = []
-    sent: Deque[Tuple[int, Dict[str, Any]]] = deque()
+    sent: Deque[Dict[str, Any]] = deque()  # records nlp.pipe has taken, in order, not yet out
     reading: List[Exception] = []
 
-    def texts() -> Iterator[Tuple[str, int]]:
+    def texts() -> Iterator[str]:
         try:
-            for index, record in enumerate(records):
+            for record in records:
                 if record["error"] is None:
-                    sent.append((index, record))
-                    yield record["text"], index
+                    sent.append(record)
+                    yield record["text"]
                 else:
                     failed.append(record)
         except Exception as error:  # the input's failure, not a document's: it stops the run
@@ -315,8 +315,8 @@ def annotate_records(
     finished = False
     while not finished:
         try:
-            for doc, index in nlp.pipe(stream, as_tuples=True, batch_size=batch_size, n_process=n_process):
-                yield row(sent.popleft()[1], doc)
+            for doc in nlp.pipe(stream, batch_size=batch_size, n_process=n_process):
+                yield row(sent.popleft(), doc)
                 while failed:
                     yield row(failed.pop(), None)
             finished = True
@@ -324,7 +324,7 @@ def annotate_records(
             if reading:
                 raise
         while sent:
-            yield alone(sent.popleft()[1])
+            yield alone(sent.popleft())
         while failed:
             yield row(failed.pop(), None)
 
