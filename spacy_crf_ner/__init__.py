@@ -10,6 +10,8 @@ Modules, one job each:
 - ``objectives``: training losses besides the likelihood (negative examples, rehearsal);
 - ``pipeline_component``: the ``crf_ner`` spaCy component;
 - ``debug_data``: ``python -m spacy_crf_ner debug-data``, the NER checks of ``spacy debug data``.
+- ``annotate``: batch annotation of a corpus into Parquet/JSONL shards (``python -m spacy_crf_ner
+  annotate``), on this machine; ``annotate_ray``: its Ray Data engine (the ``ray`` extra).
 """
 from .architectures import build_crf_tagger
 from .crf import ConstrainedCRF

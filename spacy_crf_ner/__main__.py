@@ -1,11 +1,19 @@
 """The package's command line: ``python -m spacy_crf_ner <command>``."""
 import typer
 
+from .annotate import annotate_command
 from .debug_data import debug_data
 
-app = typer.Typer(help="spacy-crf-ner commands", no_args_is_help=True)
-# A group even with one command, so that the command's name is always needed.
-app.callback()(lambda: None)
+app = typer.Typer(help="spacy-crf-ner commands", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def main() -> None:
+    """spacy-crf-ner's commands (a callback, so that typer keeps the command names even when
+    there is a single command)."""
+
+
+app.command("annotate")(annotate_command)
 app.command("debug-data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(debug_data)
 
 if __name__ == "__main__":
