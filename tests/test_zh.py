@@ -146,6 +146,7 @@ def test_cnn_config_learns_held_out_chinese(tmp_path):
         "paths.train": str(train_path), "paths.dev": str(dev_path),
         "training.max_steps": 60, "training.eval_frequency": 60, "training.batcher.size": 300,
         "components.crf_ner.model.tok2vec.encode.width": 64,
+        "components.crf_ner.model.tok2vec.embed.width": 64,
         "components.crf_ner.model.tok2vec.encode.depth": 2,
     }, interpolate=False)
     nlp = init_nlp(config)
