@@ -261,9 +261,12 @@ def _to_biluo(path: Path, sentences: List[Sentence], invalid_moves: str, problem
 def _check_spaceless(lang: str, sentences: List[Sentence], problems: List[str]) -> None:
     """Report every token that spacy.blank(lang) would not keep as one token of the joined text."""
     nlp = spacy.blank(lang)
+    pieces_of: Dict[str, List[str]] = {}  # a corpus has a few thousand distinct characters
     for sentence in sentences:
         for where, fields in sentence:
-            pieces = [t.text for t in nlp.make_doc(fields[0])]
+            if fields[0] not in pieces_of:
+                pieces_of[fields[0]] = [t.text for t in nlp.make_doc(fields[0])]
+            pieces = pieces_of[fields[0]]
             if pieces != [fields[0]]:
                 problems.append(f"{where}: token {fields[0]!r} becomes {pieces} in "
                                 f"spacy.blank({lang!r}): a {lang} file needs one token per "
