@@ -12,8 +12,12 @@ Modules, one job each:
 - ``debug_data``: ``python -m spacy_crf_ner debug-data``, the NER checks of ``spacy debug data``.
 - ``annotate``: batch annotation of a corpus into Parquet/JSONL shards (``python -m spacy_crf_ner
   annotate``), on this machine; ``annotate_ray``: its Ray Data engine (the ``ray`` extra).
+- ``char_ngrams``: hashed character n-gram embeddings for Chinese, ``spacy-crf-ner.CharNgramHashEmbed.v1``;
+- ``convert``: CoNLL-style, .iob and BMES character-per-line files to DocBins, checked line by line
+  (``python -m spacy_crf_ner convert``).
 """
 from .architectures import build_crf_tagger
+from .char_ngrams import build_char_ngram_hash_embed
 from .crf import ConstrainedCRF
 from .pipeline_component import CRFEntityRecognizer, entity_confidences, make_crf_ner
 

@@ -2,6 +2,7 @@
 import typer
 
 from .annotate import annotate_command
+from .convert import convert_cli
 from .debug_data import debug_data
 
 app = typer.Typer(help="spacy-crf-ner commands", no_args_is_help=True, add_completion=False)
@@ -14,6 +15,7 @@ def main() -> None:
 
 
 app.command("annotate")(annotate_command)
+app.command("convert")(convert_cli)
 app.command("debug-data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(debug_data)
 
 if __name__ == "__main__":

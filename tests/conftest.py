@@ -51,17 +51,12 @@ def make_examples():
     return make
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide BERT with random weights and a WordPiece vocabulary built from the
-    test text, saved as a Hugging Face directory that spacy-transformers loads by path."""
+def write_tiny_bert(path: Path, vocab) -> str:
+    """A 2-layer, 32-wide BERT with random weights and the WordPiece vocabulary `vocab` (special
+    tokens first), saved as a Hugging Face directory that spacy-transformers loads by path."""
     transformers = pytest.importorskip("transformers")
     import torch
 
-    path = tmp_path_factory.mktemp("tiny_bert")
-    words = {w.lower() for text in PATTERNS + PEOPLE + ORGS + PLACES for w in text.split()}
-    chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + sorted(words - set(chars))
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf8")
     config = transformers.BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -71,6 +66,24 @@ def tiny_bert(tmp_path_factory) -> str:
     transformers.BertModel(config).save_pretrained(path)
     transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     return str(path)
+
+
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="session")
+def make_tiny_bert(tmp_path_factory):
+    """make(vocab) -> the directory of a tiny BERT whose vocabulary is the special tokens + vocab."""
+    return lambda vocab: write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), BERT_SPECIAL_TOKENS + vocab)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A tiny random-weight BERT (write_tiny_bert) with a vocabulary built from the test text."""
+    words = {w.lower() for text in PATTERNS + PEOPLE + ORGS + PLACES for w in text.split()}
+    chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
+    vocab = BERT_SPECIAL_TOKENS + chars + ["##" + c for c in chars] + sorted(words - set(chars))
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), vocab)
 
 
 @pytest.fixture

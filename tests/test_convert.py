@@ -1,5 +1,5 @@
-"""Tests for scripts/convert.py: small inputs written to tmp_path, plus the embedded sample corpus."""
-import importlib.util
+"""Tests for spacy_crf_ner/convert.py (scripts/convert.py is its project entry): small inputs
+written to tmp_path, plus the embedded sample corpus."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "assets" / "sample"
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-convert = _load("convert_script", ROOT / "scripts" / "convert.py")
-ConversionError = convert.ConversionError
+from spacy_crf_ner import convert
+from spacy_crf_ner.__main__ import app
+from spacy_crf_ner.convert import ConversionError
 
 
 def run(tmp_path, text, name="input.conll", **kwargs):
@@ -132,7 +126,7 @@ def test_sentence_per_line_iob_format(tmp_path):
     text = ("I|PRP|O like|VBP|O London|NNP|I-LOC and|CC|O New|NNP|B-LOC York|NNP|I-LOC\n"
             "\n"
             "Anna|NNP|B-PER left|VBD|O .|.|O\n"
-            "Oslo|NNP|S-LOC wins|VBZ|O\n"
+            "Oslo|NNP|B-LOC wins|VBZ|O\n"
             "-DOCSTART- -X- O O\n"
             "Rome|NNP|B-LOC\n")
     summary, docs = run(tmp_path, text, name="x.txt", n_sents=2)
@@ -164,7 +158,114 @@ def test_missing_column_and_inconsistent_columns(tmp_path):
         convert.convert_file(src, tmp_path / "cols.spacy")
     problems = info.value.problems
     assert any(p.startswith(f"{src}:2: only one column") for p in problems)
-    assert any(p.startswith(f"{src}:3: 3 columns, but line 1 has 4") for p in problems)
+    assert any(p.startswith(f"{src}:3: 3 columns, but 2 of the 3 tokens have 4 (the first at "
+                            f"{src}:1)") for p in problems)
+
+
+def test_odd_first_line_is_the_one_blamed(tmp_path):
+    # The column count of line 1 used to be the reference: every other line was blamed.
+    text = "Anna NNP B-PER\nBerg I-PER\nleft O\n\nOslo B-LOC\nwins O\n"
+    src = tmp_path / "first.conll"
+    src.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "first.spacy")
+    assert info.value.problems == [
+        f"{src}:1: 3 columns, but 4 of the 5 tokens have 2 (the first at {src}:2)"
+    ]
+    iob = tmp_path / "first.iob"
+    iob.write_text("Anna|NNP|B-PER Berg|I-PER\nOslo|B-LOC wins|O\n", encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(iob, tmp_path / "first_iob.spacy")
+    assert info.value.problems == [
+        f"{iob}:1 (item 1): 3 |-separated parts, but 3 of the 4 tokens have 2 (the first at "
+        f"{iob}:1 (item 2))"
+    ]
+
+
+INVALID_MOVES = [
+    # tags of "Anna Berg Lea left", the entities the split policy makes, the reported moves
+    (["U-PER", "I-PER", "O", "O"], ["Anna", "Berg"], [(2, "'U-PER' -> 'I-PER'"), (3, "'I-PER' -> 'O'")]),
+    (["B-PER", "L-PER", "I-PER", "O"], ["Anna Berg", "Lea"],
+     [(3, "'L-PER' -> 'I-PER'"), (4, "'I-PER' -> 'O'")]),
+    (["S-PER", "I-PER", "O", "O"], ["Anna", "Berg"], [(2, "'S-PER' -> 'I-PER'"), (3, "'I-PER' -> 'O'")]),
+    (["S-PER", "M-PER", "E-PER", "O"], ["Anna", "Berg Lea"], [(2, "'S-PER' -> 'M-PER'")]),
+    (["B-PER", "B-PER", "E-PER", "O"], ["Anna", "Berg Lea"], [(2, "'B-PER' -> 'B-PER'")]),
+]
+
+
+@pytest.mark.parametrize("tags,expected,moves", INVALID_MOVES)
+def test_invalid_biluo_moves_are_errors_or_split(tmp_path, tags, expected, moves):
+    # spaCy's iob_to_biluo merges all of these silently (U-PER I-PER -> "Anna Berg").
+    words = ["Anna", "Berg", "Lea", "left"]
+    text = "\n".join(f"{w}\t{t}" for w, t in zip(words, tags)) + "\n\nOslo\tS-LOC\nwins\tO\n"
+    src = tmp_path / "moves.conll"
+    src.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "moves.spacy")
+    assert "invalid tag move" in info.value.problems[0]
+    reported = info.value.problems[1:]
+    assert len(reported) == len(moves)
+    for problem, (line, what) in zip(reported, moves):
+        assert problem.startswith(f"{src}:{line}: ") and what in problem, problem
+    assert not (tmp_path / "moves.spacy").exists()
+
+    summary, docs = run(tmp_path, text, name="moves.conll", invalid_moves="split")
+    assert ents(docs) == [(name, "PER") for name in expected] + [("Oslo", "LOC")]
+    assert len(summary["repaired"]) == len(moves)
+    assert summary["repaired"] == reported
+    assert summary["tokens"] == 6
+
+
+def test_valid_iob_moves_are_left_to_spacy(tmp_path):
+    # IOB1/IOB2 files know no closing tag: I-X after O begins an entity there, as in spaCy.
+    _, docs = run(tmp_path, "Anna\tI-PER\nBerg\tI-PER\nleft\tO\nOslo\tI-LOC\n")
+    assert ents(docs) == [("Anna Berg", "PER"), ("Oslo", "LOC")]
+
+
+def test_iob_tags_in_a_bioes_file_are_reported_with_the_reason(tmp_path):
+    # One S- tag makes the file BIOES, where the IOB2 entity "New York" is never closed.
+    text = "New\tB-LOC\nYork\tI-LOC\nand\tO\nOslo\tS-LOC\n"
+    src = tmp_path / "mixed.conll"
+    src.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "mixed.spacy")
+    assert f"'S-LOC' at {src}:4" in info.value.problems[0]
+    assert info.value.problems[1:] == [f"{src}:3: invalid move 'I-LOC' -> 'O'"]
+
+
+def test_non_utf8_input_names_file_and_line(tmp_path):
+    src = tmp_path / "latin1.conll"
+    src.write_bytes("Anna\tB-PER\n\nJos\u00e9\tB-PER\nleft\tO\nS\u00e3o\tB-LOC\n".encode("latin-1"))
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "latin1.spacy")
+    assert info.value.problems == [
+        f"{src}:3: not UTF-8 (byte 0xe9 at byte 4 of the line)",
+        f"{src}:5: not UTF-8 (byte 0xe3 at byte 2 of the line)",
+    ]
+
+
+@pytest.mark.parametrize("item,what", [("|O", "empty"), ("\ufeff|O", "nothing but U+FEFF"),
+                                       ("\ufeff|NN|B-PER", "nothing but U+FEFF")])
+def test_iob_item_without_token_names_file_and_line(tmp_path, item, what):
+    # Reached spaCy as an empty word before: "[E031] Invalid token", with no file or line.
+    pos = "|NN" if item.count("|") == 2 else ""
+    text = f"Anna{pos}|B-PER left{pos}|O\nOslo{pos}|B-LOC {item} wins{pos}|O\n"
+    src = tmp_path / "empty.iob"
+    src.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "empty.spacy")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"{src}:2: item 2 (")
+    assert f"the token is {what}" in info.value.problems[0]
+
+
+def test_conll_line_with_a_tag_but_no_token_is_an_error(tmp_path):
+    src = tmp_path / "bom.conll"
+    src.write_text("Anna\tB-PER\n\ufeff\tI-PER\nleft\tO\n", encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, tmp_path / "bom.spacy")
+    assert info.value.problems == [f"{src}:2: the token is nothing but U+FEFF (zero-width "
+                                   "no-break space)"]
 
 
 def test_pos_only_file_is_rejected(tmp_path):
@@ -215,7 +316,7 @@ def test_cli_writes_explicit_output_and_reports_errors(tmp_path):
     assert out.exists() and "MISC" in result.stdout and "total" in result.stdout
     bad = tmp_path / "bad.conll"
     bad.write_text("Anna B-PER\nfoo\nBerg X-PER\n", encoding="utf-8")
-    result = CliRunner().invoke(convert.app, [str(bad), str(tmp_path / "bad.spacy")])
+    result = CliRunner().invoke(app, ["convert", str(bad), str(tmp_path / "bad.spacy")])
     assert result.exit_code == 1
     assert f"{bad}:2: only one column" in result.output
     assert f"{bad}:3: tag 'X-PER'" in result.output
