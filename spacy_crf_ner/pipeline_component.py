@@ -1,20 +1,21 @@
 """The ``crf_ner`` pipeline component: named entities from a linear-chain CRF."""
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy
 import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.pipeline.ner import ner_score
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
+from .calibration import EntityBatch, fit_temperature, tempered
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .layers import crf_loss, get_crf, pad_emissions
+from .scoring import entity_correctness, score_ner_calibration
 from .tags import check_scheme, from_biluo, make_tags, to_spans
 
 DEFAULT_CRF_LR_MULTIPLIER = 100.0
@@ -49,9 +50,9 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
         "confidences": True,
         "spans_key": None,
         "threshold": None,
-        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        "scorer": {"@scorers": "spacy-crf-ner.ner_scorer.v1"},
     },
-    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_ece": 0.0, "ents_per_type": None},
 )
 def make_crf_ner(
     nlp: Language,
@@ -78,7 +79,8 @@ def make_crf_ner(
     spans_key: the ``doc.spans`` key for the confidences (default: the component's name).
     threshold: if set, the span group also holds every other labelled span whose probability
         is at least this (high-recall candidates; ``doc.ents`` is unchanged).
-    scorer: the scoring method (default: spaCy's NER scorer, ``ents_p/r/f`` per type).
+    scorer: the scoring method (default: spaCy's NER scores, ``ents_p/r/f`` per type, plus the
+        confidences' calibration, ``ents_ece`` and more: ``spacy-crf-ner.ner_scorer.v1``).
     """
     return CRFEntityRecognizer(
         nlp.vocab,
@@ -126,7 +128,7 @@ class CRFEntityRecognizer(TrainablePipe):
         confidences: bool = True,
         spans_key: Optional[str] = None,
         threshold: Optional[float] = None,
-        scorer: Optional[Callable] = ner_score,
+        scorer: Optional[Callable] = score_ner_calibration,
     ) -> None:
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -143,6 +145,9 @@ class CRFEntityRecognizer(TrainablePipe):
             "confidences": confidences,
             "spans_key": spans_key,
             "threshold": threshold,
+            # Set by calibrate(): the CRF's scores are divided by it for every probability
+            # the component reports (never for decoding, which it would not change).
+            "temperature": 1.0,
         }
         crf_layer = self.model.get_ref("crf")
         crf_layer.attrs["scheme"] = scheme
@@ -278,6 +283,8 @@ class CRFEntityRecognizer(TrainablePipe):
                 [(span.label_, span.start, span.end) for span in to_spans(doc, [tags[t] for t in path], scheme)]
                 for doc, path in zip(docs, paths)
             ]
+            if self.cfg["threshold"] is not None or self.cfg["confidences"]:
+                crf, emissions = tempered(crf, emissions, self.cfg["temperature"])
             if self.cfg["threshold"] is not None:
                 spans, scores = likely_entities(crf, emissions, mask, ents, tags, scheme, self.cfg["threshold"])
             elif self.cfg["confidences"]:
@@ -296,13 +303,67 @@ class CRFEntityRecognizer(TrainablePipe):
                     doc, name=self.spans_key, spans=group, attrs={"scores": [float(p) for p in scores]}
                 )
 
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        """The scorer's scores; it gets the span group's key resolved (the cfg has None for
+        "the component's name")."""
+        return super().score(examples, **{"spans_key": self.spans_key, **kwargs})
+
+    # -- calibration -------------------------------------------------------------------------
+
+    def calibrate(self, examples: Iterable[Example], *, nlp: Optional[Language] = None, batch_size: int = 256) -> Dict[str, Any]:
+        """Fit the temperature of the CRF's probabilities on held-out ``examples`` (never the
+        data you score) and store it in ``cfg["temperature"]``, saved with the component.
+        ``doc.ents`` stay exactly as they are; the entity probabilities, threshold candidates and
+        k-best probabilities become calibrated (see :mod:`spacy_crf_ner.calibration`).
+
+        examples: gold entities in ``example.reference``. Their predicted docs are copied, not
+        changed. If this component listens to an earlier one (a tok2vec or transformer), pass
+        ``nlp``: the components before this one are run on the copies first.
+        Returns what :func:`~spacy_crf_ner.calibration.fit_temperature` returns: the
+        temperature, and the calibration error (ECE, 10 bins), Brier score, log loss and mean
+        confidence on these examples before and after.
+        """
+        validate_examples(examples, "CRFEntityRecognizer.calibrate")
+        examples = list(examples)
+        docs = [eg.predicted.copy() for eg in examples]
+        listeners = [node.name for node in self.model.walk() if hasattr(node, "upstream_name")]
+        if nlp is not None:
+            for name, component in nlp.pipeline:
+                if name == self.name:
+                    break
+                docs = list(component.pipe(docs, batch_size=batch_size)) if hasattr(component, "pipe") else [component(doc) for doc in docs]
+        elif listeners:
+            raise ValueError(
+                f"'{self.name}' reads its token vectors from an earlier component ({listeners[0]}): "
+                "pass nlp= to calibrate() so that component runs on the examples first"
+            )
+        crf = get_crf(self.model.get_ref("crf"))
+        batches = []
+        for begin in range(0, len(docs), batch_size):
+            batch_docs = docs[begin : begin + batch_size]
+            self.set_annotations(batch_docs, self.predict(batch_docs))
+            entities, correct = [], []
+            for doc, eg in zip(batch_docs, examples[begin : begin + batch_size]):
+                rightness = entity_correctness(Example(doc, eg.reference))
+                keys = sorted(rightness, key=lambda key: key[:2])
+                entities.append([(label, start, end) for start, end, label in keys])
+                correct.extend(rightness[key] for key in keys)
+            with torch.no_grad():
+                emissions, mask = self._emissions(batch_docs)
+            batches.append(EntityBatch(emissions, mask, entities, correct))
+        result = fit_temperature(crf, batches, self.tags, self.cfg["scheme"], previous=self.cfg["temperature"])
+        self.cfg["temperature"] = result["temperature"]
+        return result
+
     def kbest(self, docs: Iterable[Doc], k: int = 5) -> List[List[Analysis]]:
         """The ``k`` best analyses of each doc, best first: ``Analysis(score, probability,
-        tags, ents)``, with ``probability`` the CRF's exact probability of that tag path."""
+        tags, ents)``, with ``probability`` the CRF's exact probability of that tag path, at the
+        calibrated temperature (``score`` is the path's score divided by it)."""
         docs = list(docs)
         crf = get_crf(self.model.get_ref("crf"))
         with torch.no_grad():
             emissions, mask = self._emissions(docs)
+            crf, emissions = tempered(crf, emissions, self.cfg["temperature"])
             return kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
 
     def _emissions(self, docs: List[Doc]):
