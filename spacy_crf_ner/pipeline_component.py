@@ -337,20 +337,23 @@ class CRFEntityRecognizer(TrainablePipe):
                 f"'{self.name}' reads its token vectors from an earlier component ({listeners[0]}): "
                 "pass nlp= to calibrate() so that component runs on the examples first"
             )
-        crf = get_crf(self.model.get_ref("crf"))
-        batches = []
+        rightness = []
         for begin in range(0, len(docs), batch_size):
             batch_docs = docs[begin : begin + batch_size]
             self.set_annotations(batch_docs, self.predict(batch_docs))
-            entities, correct = [], []
-            for doc, eg in zip(batch_docs, examples[begin : begin + batch_size]):
-                rightness = entity_correctness(Example(doc, eg.reference))
-                keys = sorted(rightness, key=lambda key: key[:2])
-                entities.append([(label, start, end) for start, end, label in keys])
-                correct.extend(rightness[key] for key in keys)
+            rightness.extend(entity_correctness(Example(doc, eg.reference)) for doc, eg in zip(batch_docs, examples[begin : begin + batch_size]))
+        # Only docs with scored entities matter to the fit; batching them by length saves padding.
+        order = sorted((i for i, right in enumerate(rightness) if right), key=lambda i: len(docs[i]))
+        batches = []
+        for begin in range(0, len(order), batch_size):
+            chosen = order[begin : begin + batch_size]
+            keys = [sorted(rightness[i], key=lambda key: key[:2]) for i in chosen]
             with torch.no_grad():
-                emissions, mask = self._emissions(batch_docs)
+                emissions, mask = self._emissions([docs[i] for i in chosen])
+            entities = [[(label, start, end) for start, end, label in doc_keys] for doc_keys in keys]
+            correct = [rightness[i][key] for i, doc_keys in zip(chosen, keys) for key in doc_keys]
             batches.append(EntityBatch(emissions, mask, entities, correct))
+        crf = get_crf(self.model.get_ref("crf"))
         result = fit_temperature(crf, batches, self.tags, self.cfg["scheme"], previous=self.cfg["temperature"])
         self.cfg["temperature"] = result["temperature"]
         return result

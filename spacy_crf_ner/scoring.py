@@ -128,7 +128,7 @@ def expected_calibration_error(
     outside = ~numpy.isfinite(conf) | (conf < 0.0) | (conf > 1.0)
     if outside.any():
         first = int(numpy.flatnonzero(outside)[0])
-        raise ValueError(f"confidences must be probabilities in [0, 1]: #{first} is {conf[first]!r}")
+        raise ValueError(f"confidences must be probabilities in [0, 1]: #{first} is {float(conf[first])!r}")
     if hits.dtype != bool:
         if not numpy.all(numpy.isin(hits, (0, 1))):
             raise ValueError("correct must hold booleans or 0/1")
