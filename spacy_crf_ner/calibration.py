@@ -36,6 +36,9 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 # log T to within 0.01, i.e. T to within 1%: below what moves the ECE in its third decimal,
 # in about 15 evaluations of the held-out confidences.
 LOG_TEMPERATURE_TOLERANCE = 1e-2
+# The component's cfg is saved as JSON, which keeps 8 decimals of a float: rounded to 6 here,
+# the temperature reported, used and saved is one number (and the fit is only good to 1%).
+TEMPERATURE_DECIMALS = 6
 # The log loss of a confidence of exactly 0 or 1 on the wrong side is infinite; a probability is
 # kept this far from 0 and 1 in the loss only (float64 resolves 1 - 1e-12).
 LOSS_EPSILON = 1e-12
@@ -132,7 +135,7 @@ def fit_temperature(
         return log_loss(entity_confidences_at(crf, batches, tags, scheme, math.exp(log_temperature)), correct)
 
     log_t = minimise_scalar(loss, low, high, LOG_TEMPERATURE_TOLERANCE)
-    temperature = math.exp(log_t)
+    temperature = round(math.exp(log_t), TEMPERATURE_DECIMALS)
     before = summary(entity_confidences_at(crf, batches, tags, scheme, previous), correct)
     after = summary(entity_confidences_at(crf, batches, tags, scheme, temperature), correct)
     result: Dict[str, Any] = {
