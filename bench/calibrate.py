@@ -28,7 +28,10 @@ Methods, each fitted on the calibration sentences only:
 
 Every method leaves `doc.ents` as they are (checked: the entities at each temperature are
 compared with those at temperature 1). ECE: `spacy_crf_ner.scoring` (10 bins, exact span and
-label). Writes --out.json and --out.md.
+label). Writes --out.json and --out.md; with --save DIR also DIR/DATASET/model (the calibrated
+pipeline) and DIR/DATASET/SET.spacy (each scored set), for `scripts/evaluate.py`'s pictures:
+
+    python scripts/evaluate.py DIR/wikiann/model DIR/wikiann/test.spacy OUT   # reliability before/after
 """
 import argparse
 import copy
@@ -47,7 +50,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy
 import spacy
 import torch
-from spacy.tokens import Doc
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch
 
@@ -223,6 +226,12 @@ def run_dataset(name: str, args) -> Dict[str, Any]:
                   f"Brier {row['brier']:.4f}  conf {row['mean_confidence']:.3f}  P {row['ents_p']:.3f}  "
                   f"F {row['ents_f']:.3f}  {row['fitted']}", flush=True)
     ner.cfg["temperature"] = 1.0
+    if args.save is not None:
+        ner.cfg["temperature"] = calibrated["temperature"]
+        nlp.to_disk(args.save / name / "model")
+        for set_name, examples in scored.items():
+            DocBin(docs=[eg.reference for eg in examples]).to_disk(args.save / name / f"{set_name.split('[')[0]}.spacy")
+        ner.cfg["temperature"] = 1.0
     return result
 
 
@@ -272,6 +281,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="300 train sentences, 2 epochs, 200 calibration / scored sentences")
+    parser.add_argument("--save", type=Path, default=None, help="Also save each calibrated pipeline and scored set here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibrate")
     args = parser.parse_args()
     if args.quick:
