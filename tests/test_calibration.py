@@ -10,6 +10,7 @@ import torch
 from spacy.tokens import DocBin
 from spacy.training import Example
 from test_confidence import TEXTS, brute_force, trained
+from test_evaluate import train
 from thinc.api import Config
 from typer.testing import CliRunner
 
@@ -21,14 +22,6 @@ from spacy_crf_ner.scoring import calibration_report
 
 def ents_of(docs):
     return [[(e.start, e.end, e.label_) for e in doc.ents] for doc in docs]
-
-
-def train(nlp, examples, steps):
-    spacy.util.fix_random_seed(0)
-    optimizer = nlp.initialize(lambda: examples)
-    for _ in range(steps):
-        nlp.update(examples, sgd=optimizer)
-    return nlp
 
 
 @pytest.fixture(scope="module")
