@@ -228,6 +228,7 @@ def run_dataset(name: str, args) -> Dict[str, Any]:
     ner.cfg["temperature"] = 1.0
     if args.save is not None:
         ner.cfg["temperature"] = calibrated["temperature"]
+        (args.save / name).mkdir(parents=True, exist_ok=True)
         nlp.to_disk(args.save / name / "model")
         for set_name, examples in scored.items():
             DocBin(docs=[eg.reference for eg in examples]).to_disk(args.save / name / f"{set_name.split('[')[0]}.spacy")
