@@ -24,11 +24,13 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy
 import torch
 import typer
+from spacy.training import Example
 from wasabi import Printer
 
 from .confidence import Entity, entity_probabilities
 from .crf import ConstrainedCRF
-from .scoring import N_BINS, expected_calibration_error
+from .layers import pad_emissions
+from .scoring import N_BINS, entity_correctness, expected_calibration_error
 
 # Far outside the 0.5-5 that models need in practice; a fit that ends at a bound is reported
 # (``at_bound``), so a degenerate held-out set (e.g. every entity right) is visible.
@@ -93,6 +95,44 @@ class EntityBatch:
         self.mask = mask
         self.entities = entities
         self.correct = correct
+
+
+def held_out_entities(pipe, examples: Sequence[Example], nlp=None, batch_size: int = 256) -> List[EntityBatch]:
+    """The held-out data of :meth:`CRFEntityRecognizer.calibrate`: ``pipe``'s predicted entities
+    on copies of the examples' predicted docs, with their correctness against the reference,
+    in batches of docs with at least one such entity (sorted by length, to pad little).
+
+    If ``pipe`` listens to an earlier component, ``nlp`` must be given: its components before
+    ``pipe`` are run on the copies first (the listener would read empty vectors otherwise)."""
+    examples = list(examples)
+    docs = [eg.predicted.copy() for eg in examples]
+    listeners = [node.name for node in pipe.model.walk() if hasattr(node, "upstream_name")]
+    if nlp is not None:
+        for name, component in nlp.pipeline:
+            if name == pipe.name:
+                break
+            docs = list(component.pipe(docs, batch_size=batch_size)) if hasattr(component, "pipe") else [component(doc) for doc in docs]
+    elif listeners:
+        raise ValueError(
+            f"'{pipe.name}' reads its token vectors from an earlier component ({listeners[0]}): "
+            "pass nlp= to calibrate() so that component runs on the examples first"
+        )
+    rightness = []
+    for begin in range(0, len(docs), batch_size):
+        batch_docs = docs[begin : begin + batch_size]
+        pipe.set_annotations(batch_docs, pipe.predict(batch_docs))
+        rightness.extend(entity_correctness(Example(doc, eg.reference)) for doc, eg in zip(batch_docs, examples[begin : begin + batch_size]))
+    order = sorted((i for i, right in enumerate(rightness) if right), key=lambda i: len(docs[i]))
+    batches = []
+    for begin in range(0, len(order), batch_size):
+        chosen = order[begin : begin + batch_size]
+        keys = [sorted(rightness[i], key=lambda key: key[:2]) for i in chosen]
+        with torch.no_grad():
+            emissions, mask = pad_emissions(pipe.model.get_ref("crf"), pipe.model.predict([docs[i] for i in chosen]))
+        entities = [[(label, start, end) for start, end, label in doc_keys] for doc_keys in keys]
+        correct = [rightness[i][key] for i, doc_keys in zip(chosen, keys) for key in doc_keys]
+        batches.append(EntityBatch(emissions, mask, entities, correct))
+    return batches
 
 
 def entity_confidences_at(crf: ConstrainedCRF, batches: Sequence[EntityBatch], tags: Sequence[str], scheme: str, temperature: float) -> numpy.ndarray:

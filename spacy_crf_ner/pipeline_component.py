@@ -12,10 +12,10 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
-from .calibration import EntityBatch, fit_temperature, tempered
+from .calibration import fit_temperature, held_out_entities, tempered
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .layers import crf_loss, get_crf, pad_emissions
-from .scoring import entity_correctness, score_ner_calibration
+from .scoring import score_ner_calibration
 from .tags import check_scheme, from_biluo, make_tags, to_spans
 
 DEFAULT_CRF_LR_MULTIPLIER = 100.0
@@ -323,36 +323,9 @@ class CRFEntityRecognizer(TrainablePipe):
         temperature, and the calibration error (ECE, 10 bins), Brier score, log loss and mean
         confidence on these examples before and after.
         """
-        validate_examples(examples, "CRFEntityRecognizer.calibrate")
         examples = list(examples)
-        docs = [eg.predicted.copy() for eg in examples]
-        listeners = [node.name for node in self.model.walk() if hasattr(node, "upstream_name")]
-        if nlp is not None:
-            for name, component in nlp.pipeline:
-                if name == self.name:
-                    break
-                docs = list(component.pipe(docs, batch_size=batch_size)) if hasattr(component, "pipe") else [component(doc) for doc in docs]
-        elif listeners:
-            raise ValueError(
-                f"'{self.name}' reads its token vectors from an earlier component ({listeners[0]}): "
-                "pass nlp= to calibrate() so that component runs on the examples first"
-            )
-        rightness = []
-        for begin in range(0, len(docs), batch_size):
-            batch_docs = docs[begin : begin + batch_size]
-            self.set_annotations(batch_docs, self.predict(batch_docs))
-            rightness.extend(entity_correctness(Example(doc, eg.reference)) for doc, eg in zip(batch_docs, examples[begin : begin + batch_size]))
-        # Only docs with scored entities matter to the fit; batching them by length saves padding.
-        order = sorted((i for i, right in enumerate(rightness) if right), key=lambda i: len(docs[i]))
-        batches = []
-        for begin in range(0, len(order), batch_size):
-            chosen = order[begin : begin + batch_size]
-            keys = [sorted(rightness[i], key=lambda key: key[:2]) for i in chosen]
-            with torch.no_grad():
-                emissions, mask = self._emissions([docs[i] for i in chosen])
-            entities = [[(label, start, end) for start, end, label in doc_keys] for doc_keys in keys]
-            correct = [rightness[i][key] for i, doc_keys in zip(chosen, keys) for key in doc_keys]
-            batches.append(EntityBatch(emissions, mask, entities, correct))
+        validate_examples(examples, "CRFEntityRecognizer.calibrate")
+        batches = held_out_entities(self, examples, nlp=nlp, batch_size=batch_size)
         crf = get_crf(self.model.get_ref("crf"))
         result = fit_temperature(crf, batches, self.tags, self.cfg["scheme"], previous=self.cfg["temperature"])
         self.cfg["temperature"] = result["temperature"]
