@@ -5,26 +5,29 @@
 
 Writes to OUTPUT_DIR:
 
-- ``scores.json``: spaCy's own NER scores (``nlp.evaluate``: ``ents_p/r/f``, ``ents_per_type``),
-  gold/predicted entity counts per label, docs, words, words/s and, when the component stores
-  entity confidences, their calibration (ECE, MCE, reliability bins);
+- ``scores.json``: the pipeline's scores (``nlp.evaluate``: ``ents_p/r/f``, ``ents_per_type``
+  and, with ``crf_ner``'s scorer, ``ents_ece`` ...), gold/predicted entity counts per label, docs,
+  words, words/s and, when the component stores entity confidences, their calibration
+  (``spacy_crf_ner.scoring.calibration_report``: ECE, MCE, Brier, reliability bins), also as
+  trained (``calibration_uncalibrated``, temperature 1) when the component was calibrated;
 - ``per_label_prf.png``: P/R/F1 per label and overall;
 - ``transitions.png``: the learned CRF transition scores (a ``crf_ner`` component only), with
   START as an extra row, END as an extra column and the moves the tag scheme forbids marked;
 - ``examples.html``: a sample of sentences, gold and predicted entities side by side (displaCy),
   sentences where they differ first and highlighted;
-- ``reliability.png``: the reliability diagram of the entity confidences (when there are some).
+- ``reliability.png``: the reliability diagram of the entity confidences (when there are some),
+  before and after calibration side by side when the component was calibrated
+  (``python -m spacy_crf_ner calibrate``).
 
 Any spaCy pipeline with an NER-like component works, a plain spaCy ``ner`` one too (then there is
 no transition heatmap). Confidences are read from ``doc.spans[key]`` (``key`` is the component's
 ``cfg["spans_key"]`` or its name), a span group whose ``attrs["scores"]`` holds one probability
-per span; only the spans that are also in ``doc.ents`` are used. Without it, calibration is
-skipped with a note.
+per span; only the spans that are also in ``doc.ents`` are used (``spacy_crf_ner.scoring`` has the
+definitions). Without it, calibration is skipped with a note.
 """
 import html
 import json
 import random
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -35,12 +38,10 @@ from spacy.cli._util import setup_gpu
 from spacy.language import Language
 from spacy.scorer import Scorer
 from spacy.training import Corpus, Example
+from spacy.util import minibatch
 from wasabi import Printer
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-from calibration import expected_calibration_error, reliability_diagram  # noqa: E402
+from spacy_crf_ner.scoring import calibration_report
 
 app = typer.Typer(add_completion=False)
 
@@ -100,69 +101,26 @@ def entity_counts(examples: Sequence[Example]) -> Dict[str, Dict[str, int]]:
     return dict(sorted(counts.items()))
 
 
-def entity_correctness(eg: Example) -> Dict[Tuple[int, int, str], bool]:
-    """Whether each predicted entity ``(start, end, label)`` is right: exactly a gold entity's
-    span and label. Decided as spaCy's NER scorer decides it, entities over tokens whose gold
-    annotation is missing left out (neither right nor wrong)."""
-    out: Dict[Tuple[int, int, str], bool] = {}
-    if not eg.reference.has_annotation("ENT_IOB"):
-        return out
-    golds = {(e.label_, e.start, e.end) for e in eg.reference.ents}
-    x2y = eg.alignment.x2y
-    for ent in eg.predicted.ents:
-        indices = x2y[ent.start : ent.end]
-        if not len(indices):
-            continue
-        if all(token.ent_iob != 0 for token in eg.reference[indices[0] : indices[-1] + 1]):
-            key = (ent.label_, int(indices[0]), int(indices[-1]) + 1)
-            out[(ent.start, ent.end, ent.label_)] = key in golds
-            golds.discard(key)
-    return out
-
-
 def spans_key_of(pipe: Any) -> str:
     cfg = getattr(pipe, "cfg", None) or {}
     return cfg.get("spans_key") or pipe.name
 
 
-def collect_confidences(
-    examples: Sequence[Example], spans_key: str
-) -> Tuple[Optional[numpy.ndarray], Optional[numpy.ndarray], Dict[str, Any], Optional[str]]:
-    """``(confidences, correct, counts, note)`` for the predicted entities (those in
-    ``doc.ents``) from the span group ``doc.spans[spans_key]`` and its ``attrs["scores"]``.
-    Where there are no such confidences, the arrays are None and ``note`` says why."""
-    if not any(spans_key in eg.predicted.spans for eg in examples):
-        return None, None, {}, f"no doc.spans[{spans_key!r}] in the predictions"
-    confidences: List[float] = []
-    correct: List[bool] = []
-    counts = {"n_candidates": 0, "n_unscored": 0, "n_unannotated": 0}
-    for eg in examples:
-        doc = eg.predicted
-        if not doc.ents:
-            continue
-        scored: Dict[Tuple[int, int, str], float] = {}
-        if spans_key in doc.spans:
-            group = doc.spans[spans_key]
-            scores = group.attrs.get("scores")
-            if scores is None:
-                return None, None, {}, f"doc.spans[{spans_key!r}] has no attrs['scores']"
-            if len(scores) != len(group):
-                return None, None, {}, (
-                    f"doc.spans[{spans_key!r}] has {len(group)} spans but {len(scores)} scores"
-                )
-            scored = {(s.start, s.end, s.label_): float(p) for s, p in zip(group, scores)}
-        ents = {(e.start, e.end, e.label_) for e in doc.ents}
-        counts["n_candidates"] += sum(key not in ents for key in scored)
-        rightness = entity_correctness(eg)
-        for key in sorted(ents):
-            if key not in scored:
-                counts["n_unscored"] += 1
-            elif key not in rightness:
-                counts["n_unannotated"] += 1
-            else:
-                confidences.append(scored[key])
-                correct.append(rightness[key])
-    return numpy.asarray(confidences, dtype="float64"), numpy.asarray(correct, dtype=bool), counts, None
+def uncalibrated_report(pipe: Any, predicted: Sequence[Example], spans_key: str, batch_size: int = 256) -> Optional[Dict[str, Any]]:
+    """The calibration report of the same predictions at temperature 1 (as trained), for a
+    ``crf_ner`` whose temperature was fitted; None for any other component. Reruns the CRF head
+    only, on copies of the predicted docs (which hold the earlier components' output)."""
+    temperature = (getattr(pipe, "cfg", None) or {}).get("temperature", 1.0)
+    if temperature == 1.0:
+        return None
+    docs = [eg.predicted.copy() for eg in predicted]
+    pipe.cfg["temperature"] = 1.0
+    try:
+        for batch in minibatch(docs, batch_size):
+            pipe.set_annotations(batch, pipe.predict(batch))
+    finally:
+        pipe.cfg["temperature"] = temperature
+    return calibration_report([Example(doc, eg.reference) for doc, eg in zip(docs, predicted)], spans_key)
 
 
 # -- the CRF transition heatmap -----------------------------------------------------------------
@@ -484,6 +442,73 @@ def render_examples_page(
             "differ_total": n_differ_all}
 
 
+# -- reliability diagram ------------------------------------------------------------------------
+
+
+def _draw_reliability(top, bottom, result: Dict[str, Any], title: str) -> None:
+    """One reliability diagram: accuracy per bin against confidence, with the diagonal of
+    perfect calibration and the gap to it (``top``), the bin counts below (``bottom``)."""
+    bins = result["bins"]
+    width = 1.0 / result["n_bins"]
+    lowers = numpy.array([b["lower"] for b in bins])
+    centers = lowers + width / 2
+    counts = numpy.array([b["count"] for b in bins])
+    filled = counts > 0
+    accuracy = numpy.array([b["accuracy"] if b["count"] else 0.0 for b in bins])
+    confidence = numpy.array([b["confidence"] if b["count"] else 0.0 for b in bins])
+
+    top.bar(lowers[filled], accuracy[filled], width=width, align="edge", color="#4c72b0",
+            edgecolor="white", linewidth=1.0, label="accuracy")
+    # The gap between each bin's accuracy and its mean confidence.
+    gap_bottom = numpy.minimum(accuracy, confidence)[filled]
+    gap_height = numpy.abs(accuracy - confidence)[filled]
+    top.bar(lowers[filled], gap_height, bottom=gap_bottom, width=width, align="edge", color="#dd8452",
+            alpha=0.35, edgecolor="#c44e52", hatch="//", linewidth=0.8, label="gap")
+    top.plot(confidence[filled], accuracy[filled], "o", color="black", markersize=4,
+             label="bin (mean confidence, accuracy)")
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1.2, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("accuracy (exact span + label)")
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    if result["n_entities"]:
+        summary = (f"ECE = {result['ece']:.4f}\nMCE = {result['mce']:.4f}\nN = {result['n_entities']}\n"
+                   f"accuracy = {result['accuracy']:.3f}\nmean conf. = {result['mean_confidence']:.3f}")
+    else:
+        summary = "no predictions"
+    top.text(0.97, 0.03, summary, transform=top.transAxes, ha="right", va="bottom", fontsize=9,
+             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#999999"})
+    top.set_title(title, fontsize=10)
+
+    bottom.bar(lowers, counts, width=width, align="edge", color="#55a868", edgecolor="white")
+    for x, count in zip(centers, counts):
+        if count:
+            bottom.text(x, count, str(int(count)), ha="center", va="bottom", fontsize=7)
+    bottom.set_ylim(0, max(1, counts.max()) * 1.2)
+    bottom.set_xlim(0, 1)
+    bottom.set_xticks(numpy.linspace(0, 1, min(result["n_bins"], 10) + 1))
+    bottom.tick_params(axis="x", labelsize=8)
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("count")
+    bottom.grid(True, axis="y", alpha=0.3)
+
+
+def plot_reliability(panels: Sequence[Tuple[str, Dict[str, Any]]], path, title: Optional[str] = None):
+    """Reliability diagrams side by side, one per ``(caption, report)``
+    (:func:`spacy_crf_ner.scoring.calibration_report` reports), as a PNG at ``path``; returns
+    the Figure."""
+    from matplotlib.figure import Figure  # rendered with Agg; no pyplot, no global state
+
+    fig = Figure(figsize=(6.0 * len(panels), 7.0), dpi=120, layout="constrained")
+    axes = fig.subplots(2, len(panels), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
+    for column, (caption, report) in enumerate(panels):
+        _draw_reliability(axes[0, column], axes[1, column], report, caption)
+    fig.suptitle(title or "Reliability diagram")
+    fig.savefig(path, format="png")
+    return fig
+
+
 # -- the whole evaluation ---------------------------------------------------------------------
 
 
@@ -530,8 +555,10 @@ def evaluate(
         "ents_r": raw.get("ents_r"),
         "ents_f": raw.get("ents_f"),
         "ents_per_type": raw.get("ents_per_type") or {},
+        "ents_ece": raw.get("ents_ece"),
         "entity_counts": counts,
         "calibration": None,
+        "calibration_uncalibrated": None,
         "notes": notes,
     }
 
@@ -579,25 +606,28 @@ def evaluate(
              f"{shown['differ_shown']} with differences)")
 
     key = spans_key_of(pipe)
-    confidences, correct, conf_counts, why = collect_confidences(predicted, key)
-    if why is not None:
-        notes.append(f"calibration skipped: {why}")
+    calib = calibration_report(predicted, key)
+    if calib is None:
+        notes.append(f"calibration skipped: no doc.spans[{key!r}] in the predictions")
         msg.info(notes[-1])
-    elif len(confidences) == 0:
+    elif calib["n_entities"] == 0:
         notes.append("calibration skipped: no scored predicted entities")
         msg.info(notes[-1])
     else:
-        calib = expected_calibration_error(confidences, correct, n_bins=10)
-        calib = {"spans_key": key, **calib, **conf_counts}
         result["calibration"] = calib
-        reliability_diagram(calib, output_dir / "reliability.png",
-                            title=f"{name} on {data_path.name}: entity confidence calibration")
-        msg.table(
-            [("Entities", calib["n_entities"]), ("Accuracy", f"{calib['accuracy']:.4f}"),
-             ("Mean confidence", f"{calib['mean_confidence']:.4f}"), ("ECE", f"{calib['ece']:.4f}"),
-             ("MCE", f"{calib['mce']:.4f}")],
-            title=f"Calibration (doc.spans[{key!r}], 10 bins)",
-        )
+        temperature = (getattr(pipe, "cfg", None) or {}).get("temperature", 1.0)
+        before = uncalibrated_report(pipe, predicted, key)
+        result["temperature"] = temperature
+        result["calibration_uncalibrated"] = before
+        title = f"{name} on {data_path.name}: entity confidence calibration"
+        panels = [("before calibration: temperature 1 (as trained)", before), (f"after calibration: temperature {temperature:.3f}", calib)]
+        plot_reliability(panels if before is not None else [("as trained (not calibrated)", calib)],
+                         output_dir / "reliability.png", title=title)
+        rows = [("Entities", calib["n_entities"]), ("Accuracy", f"{calib['accuracy']:.4f}")]
+        for label, field in (("Mean confidence", "mean_confidence"), ("ECE", "ece"), ("MCE", "mce"), ("Brier", "brier")):
+            rows.append((label, (f"{before[field]:.4f} -> " if before is not None else "") + f"{calib[field]:.4f}"))
+        caption = f"temperature 1 -> {temperature:.3f}, " if before is not None else ""
+        msg.table(rows, title=f"Calibration (doc.spans[{key!r}], {caption}{calib['n_bins']} bins)")
         msg.good(f"Wrote {output_dir / 'reliability.png'}")
 
     with (output_dir / "scores.json").open("w", encoding="utf8") as f:

@@ -5,6 +5,10 @@ Modules, one job each:
 - ``crf_kernels``: its dynamic programs, a log-space reference and the fast kernel for each;
 - ``tags``: tag schemes (BILUO, BIO), their transition constraints, tags <-> spans;
 - ``confidence``: entity probabilities, high-recall candidates and k-best analyses;
+- ``calibration``: temperature scaling of those probabilities, fitted on held-out data
+  (``CRFEntityRecognizer.calibrate``, ``python -m spacy_crf_ner calibrate``);
+- ``scoring``: entity correctness, expected calibration error and the registered scorer
+  ``spacy-crf-ner.ner_scorer.v1`` (spaCy's NER scores plus ``ents_ece``);
 - ``layers``: the CRF as a Thinc layer, with its own learning rate;
 - ``architectures``: the registered model, ``spacy-crf-ner.CRFTagger.v1``, and its resizing;
 - ``objectives``: training losses besides the likelihood (negative examples, rehearsal);

@@ -2,6 +2,7 @@
 import typer
 
 from .annotate import annotate_command
+from .calibration import calibrate
 from .convert import convert_cli
 from .debug_data import debug_data
 
@@ -15,6 +16,7 @@ def main() -> None:
 
 
 app.command("annotate")(annotate_command)
+app.command("calibrate")(calibrate)
 app.command("convert")(convert_cli)
 app.command("debug-data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(debug_data)
 

@@ -1,12 +1,11 @@
 """The ``crf_ner`` pipeline component: named entities from a linear-chain CRF."""
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy
 import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.pipeline.ner import ner_score
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -14,10 +13,12 @@ from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
 from .architectures import replace_output_layer, resize_crf_tagger
+from .calibration import fit_temperature, held_out_entities, tempered
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .crf import IMPOSSIBLE, ConstrainedCRF, one_intra_op_thread
 from .layers import crf_loss, get_crf, pad_emissions
 from .objectives import negative_examples_loss, rehearsal_loss
+from .scoring import score_ner_calibration
 from .tags import check_scheme, from_biluo, make_tags, span_tags, to_spans
 
 DEFAULT_CRF_LR_MULTIPLIER = 100.0
@@ -54,9 +55,9 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
         "threshold": None,
         "overwrite_ents": False,
         "incorrect_spans_key": None,
-        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        "scorer": {"@scorers": "spacy-crf-ner.ner_scorer.v1"},
     },
-    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_ece": 0.0, "ents_per_type": None},
 )
 def make_crf_ner(
     nlp: Language,
@@ -90,7 +91,8 @@ def make_crf_ner(
         True: replace ``doc.ents`` entirely, as ``entity_ruler``'s ``overwrite_ents`` does.
     incorrect_spans_key: the ``doc.spans`` key of negative examples in the training data:
         spans known NOT to be entities of their label (as spaCy's ``ner``).
-    scorer: the scoring method (default: spaCy's NER scorer, ``ents_p/r/f`` per type).
+    scorer: the scoring method (default: spaCy's NER scores, ``ents_p/r/f`` per type, plus the
+        confidences' calibration, ``ents_ece`` and more: ``spacy-crf-ner.ner_scorer.v1``).
     """
     return CRFEntityRecognizer(
         nlp.vocab,
@@ -150,7 +152,7 @@ class CRFEntityRecognizer(TrainablePipe):
         threshold: Optional[float] = None,
         overwrite_ents: bool = False,
         incorrect_spans_key: Optional[str] = None,
-        scorer: Optional[Callable] = ner_score,
+        scorer: Optional[Callable] = score_ner_calibration,
     ) -> None:
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -172,6 +174,9 @@ class CRFEntityRecognizer(TrainablePipe):
             # Labels added to an initialized model and not yet updated: their tags stay out of
             # decoding, so adding a label changes no prediction until the model is trained.
             "untrained_labels": [],
+            # Set by calibrate(): the CRF's scores are divided by it for every probability
+            # the component reports (never for decoding, which it would not change).
+            "temperature": 1.0,
         }
         # Set by nlp.resume_training(): the model as it was, for rehearse().
         self._rehearsal_model: Optional[Model] = None
@@ -388,6 +393,8 @@ class CRFEntityRecognizer(TrainablePipe):
                 [(span.label_, span.start, span.end) for span in to_spans(doc, [tags[t] for t in path], scheme)]
                 for doc, path in zip(docs, paths)
             ]
+            if self.cfg["threshold"] is not None or self.cfg["confidences"]:
+                crf, emissions = tempered(crf, emissions, self.cfg["temperature"])
             if self.cfg["threshold"] is not None:
                 spans, scores = likely_entities(crf, emissions, mask, ents, tags, scheme, self.cfg["threshold"])
             elif self.cfg["confidences"]:
@@ -418,16 +425,45 @@ class CRFEntityRecognizer(TrainablePipe):
                     doc, name=self.spans_key, spans=group, attrs={"scores": [float(p) for p in scores]}
                 )
 
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        """The scorer's scores; it gets the span group's key resolved (the cfg has None for
+        "the component's name")."""
+        return super().score(examples, **{"spans_key": self.spans_key, **kwargs})
+
+    # -- calibration -------------------------------------------------------------------------
+
+    def calibrate(self, examples: Iterable[Example], *, nlp: Optional[Language] = None, batch_size: int = 256) -> Dict[str, Any]:
+        """Fit the temperature of the CRF's probabilities on held-out ``examples`` (never the
+        data you score) and store it in ``cfg["temperature"]``, saved with the component.
+        ``doc.ents`` stay exactly as they are; the entity probabilities, threshold candidates and
+        k-best probabilities become calibrated (see :mod:`spacy_crf_ner.calibration`).
+
+        examples: gold entities in ``example.reference``. Their predicted docs are copied, not
+        changed. If this component listens to an earlier one (a tok2vec or transformer), pass
+        ``nlp``: the components before this one are run on the copies first.
+        Returns what :func:`~spacy_crf_ner.calibration.fit_temperature` returns: the
+        temperature, and the calibration error (ECE, 10 bins), Brier score, log loss and mean
+        confidence on these examples before and after.
+        """
+        examples = list(examples)
+        validate_examples(examples, "CRFEntityRecognizer.calibrate")
+        batches = held_out_entities(self, examples, nlp=nlp, batch_size=batch_size)
+        result = fit_temperature(self.crf, batches, self.tags, self.cfg["scheme"], previous=self.cfg["temperature"])
+        self.cfg["temperature"] = result["temperature"]
+        return result
+
     def kbest(self, docs: Iterable[Doc], k: int = 5) -> List[List[Analysis]]:
         """The ``k`` best analyses of each doc, best first: ``Analysis(score, probability,
         tags, ents)``, with ``probability`` the CRF's exact probability of that tag path. Only
         paths that agree with the doc's own entities and blocked tokens count (fewer than ``k``
-        if fewer do)."""
+        if fewer do). Probabilities are at the calibrated temperature (``score`` is the path's
+        score divided by it)."""
         docs = list(docs)
         crf = self.crf
         with torch.no_grad():
             emissions, mask, allowed = self._emissions(docs)
         with torch.no_grad(), one_intra_op_thread():
+            crf, emissions = tempered(crf, emissions, self.cfg["temperature"])
             analyses = kbest_analyses(crf, emissions, mask, docs, self.tags, self.cfg["scheme"], k)
         index = {tag: i for i, tag in enumerate(self.tags)}
         return [

@@ -1,6 +1,7 @@
-"""Tests for scripts/evaluate.py and scripts/calibration.py: a tiny crf_ner pipeline trained on the
-spot and a plain spaCy ``ner`` one, evaluated end to end; the calibration maths on toy inputs; the
-transition heatmap's forbidden-cell mask against the CRF's constraints."""
+"""Tests for scripts/evaluate.py: a tiny crf_ner pipeline trained on the spot and a plain spaCy
+``ner`` one, evaluated end to end (the calibration measures themselves are tested in
+test_scoring.py), a calibrated one with its before/after reliability diagram; the transition
+heatmap's forbidden-cell mask against the CRF's constraints."""
 import html
 import importlib.util
 import json
@@ -24,7 +25,6 @@ def _load(name, path):
     return module
 
 
-calibration = _load("calibration_script", ROOT / "scripts" / "calibration.py")
 evaluate_script = _load("evaluate_script", ROOT / "scripts" / "evaluate.py")
 
 
@@ -171,70 +171,25 @@ def test_missing_component_is_an_error(crf_model, tmp_path):
 # -- calibration ------------------------------------------------------------------------------
 
 
-def test_ece_matches_hand_computation():
-    confidences = [0.9, 0.9, 0.2, 0.2, 0.65]
-    correct = [True, False, False, False, True]
-    result = calibration.expected_calibration_error(confidences, correct, n_bins=10)
-    # bins: 9 -> conf 0.9, acc 0.5, gap 0.4 (n=2); 2 -> conf 0.2, acc 0 (n=2); 6 -> 0.65 vs 1 (n=1)
-    assert result["ece"] == pytest.approx((2 * 0.4 + 2 * 0.2 + 1 * 0.35) / 5)
-    assert result["mce"] == pytest.approx(0.4)
-    assert result["n_entities"] == 5
-    assert [b["count"] for b in result["bins"]] == [0, 0, 2, 0, 0, 0, 1, 0, 0, 2]
-    assert result["bins"][9]["accuracy"] == 0.5 and result["bins"][9]["confidence"] == pytest.approx(0.9)
-    assert result["bins"][0]["accuracy"] is None
-    assert result["accuracy"] == pytest.approx(0.4)
-    json.dumps(result)  # JSON-serialisable
-
-
-def test_ece_is_zero_when_perfectly_calibrated():
-    confidences = [0.8] * 10 + [0.25] * 4 + [1.0] * 3
-    correct = [1] * 8 + [0] * 2 + [1] + [0] * 3 + [1] * 3
-    result = calibration.expected_calibration_error(confidences, correct)
-    assert result["ece"] == pytest.approx(0.0, abs=1e-12)
-    assert result["mce"] == pytest.approx(0.0, abs=1e-12)
-    assert result["bins"][9]["count"] == 3  # 1.0 falls in the last bin
-
-
-def test_ece_bin_edges_and_errors():
-    result = calibration.expected_calibration_error([0.0, 0.3, 0.7, 0.999, 1.0], [1, 1, 1, 1, 1])
-    assert [b["count"] for b in result["bins"]] == [1, 0, 0, 1, 0, 0, 0, 1, 0, 2]
-    empty = calibration.expected_calibration_error([], [])
-    assert empty["ece"] is None and empty["n_entities"] == 0
-    with pytest.raises(ValueError):
-        calibration.expected_calibration_error([1.2], [True])
-    with pytest.raises(ValueError):
-        calibration.expected_calibration_error([0.5, 0.5], [True])
-
-
-def test_reliability_diagram_writes_png(tmp_path):
-    rng = numpy.random.default_rng(0)
-    conf = rng.uniform(0.3, 1.0, 200)
-    result = calibration.expected_calibration_error(conf, rng.uniform(size=200) < conf)
-    calibration.reliability_diagram(result, tmp_path / "r.png")
-    assert_png(tmp_path / "r.png")
-
-
-def test_confidences_use_only_doc_ents():
-    """Extra candidates in the span group are left out, each entity is paired with its own
-    score, and correctness is an exact span + label match."""
-    nlp = spacy.blank("en")
-    words = "Anna Berg flew to Oslo with Tomas".split()
-    gold = Doc(nlp.vocab, words=words)
-    gold.ents = [Span(gold, 0, 2, "PER"), Span(gold, 4, 5, "LOC"), Span(gold, 6, 7, "PER")]
-    pred = Doc(nlp.vocab, words=words)
-    pred.ents = [Span(pred, 0, 2, "PER"), Span(pred, 4, 5, "ORG")]  # right, wrong label
-    group = [Span(pred, 0, 2, "PER"), Span(pred, 4, 5, "ORG"), Span(pred, 4, 5, "LOC"), Span(pred, 6, 7, "PER")]
-    pred.spans["ner_key"] = group
-    pred.spans["ner_key"].attrs["scores"] = [0.9, 0.6, 0.35, 0.3]
-    conf, correct, counts, why = evaluate_script.collect_confidences([Example(pred, gold)], "ner_key")
-    assert why is None
-    assert conf.tolist() == [0.9, 0.6] and correct.tolist() == [True, False]
-    assert counts == {"n_candidates": 2, "n_unscored": 0, "n_unannotated": 0}
-
-    conf, correct, counts, why = evaluate_script.collect_confidences([Example(pred, gold)], "other")
-    assert conf is None and "no doc.spans['other']" in why
-    del pred.spans["ner_key"].attrs["scores"]
-    assert "no attrs['scores']" in evaluate_script.collect_confidences([Example(pred, gold)], "ner_key")[3]
+def test_calibrated_model_shows_before_and_after(crf_model, make_examples, tmp_path):
+    """A calibrated model: scores.json holds the calibration at its temperature (the scorer's
+    ents_ece) and as trained (temperature 1, the uncalibrated model's numbers); the diagram has
+    both panels."""
+    nlp = spacy.load(crf_model / "model")
+    plain = evaluate_script.evaluate(crf_model / "model", crf_model / "test.spacy", tmp_path / "plain", silent=True)
+    assert plain["calibration_uncalibrated"] is None and plain["ents_ece"] == plain["calibration"]["ece"]
+    result = nlp.get_pipe("crf_ner").calibrate(make_examples(nlp, 40, seed=5))
+    nlp.to_disk(tmp_path / "calibrated")
+    scores = evaluate_script.evaluate(tmp_path / "calibrated", crf_model / "test.spacy", tmp_path / "out", silent=True)
+    assert scores["temperature"] == result["temperature"] != 1.0
+    assert scores["ents_f"] == plain["ents_f"]  # the same entities
+    assert scores["calibration_uncalibrated"] == plain["calibration"]
+    assert scores["calibration"]["ece"] == pytest.approx(scores["ents_ece"])
+    assert scores["calibration"]["ece"] != plain["calibration"]["ece"]
+    assert_png(tmp_path / "out" / "reliability.png")
+    fig = evaluate_script.plot_reliability(
+        [("before", scores["calibration_uncalibrated"]), ("after", scores["calibration"])], tmp_path / "r.png")
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["before", "after"]
 
 
 # -- the transition heatmap -------------------------------------------------------------------

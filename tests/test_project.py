@@ -106,7 +106,7 @@ def test_project_yml_variables_and_deps():
         "vars.config": "crf_ner_cnn", "vars.train_file": "../shared/data/wikiann-en/train.iob",
         "vars.dev_file": "/abs/dev.iob", "vars.test_file": "test.iob",
     })
-    assert config["workflows"]["all"] == ["convert", "train", "evaluate", "package"]
+    assert config["workflows"]["all"] == ["convert", "train", "calibrate", "evaluate", "package"]
     commands = {cmd["name"]: cmd for cmd in config["commands"]}
     # Each dependency a path of its own: confection merges list items in a row that are bare
     # variables into one "a, b" string, which project.yml works around.
@@ -117,6 +117,10 @@ def test_project_yml_variables_and_deps():
     assert "configs/crf_ner_cnn.cfg" in commands["train"]["script"][0]
     for split in ("train", "dev", "test"):
         assert f"corpus/{split}.spacy" in commands["convert"]["outputs"]
+    # calibrated on dev (never on test), and that model is the one evaluated and packaged
+    assert "corpus/dev.spacy" in commands["calibrate"]["deps"] and "corpus/test.spacy" not in commands["calibrate"]["deps"]
+    assert commands["calibrate"]["outputs"] == ["training/model-calibrated"]
+    assert "training/model-calibrated" in commands["evaluate"]["deps"] and "training/model-calibrated" in commands["package"]["deps"]
     defaults = load_project_config(REPO)["vars"]
     assert defaults["config"] == "crf_ner_trf"
     assert defaults["transformer"] == "auto" and defaults["gpu"] == "auto"
@@ -222,6 +226,8 @@ def test_train_learns(project):
     assert config["training"]["max_steps"] == 60
     meta = json.loads((best / "meta.json").read_text())
     assert meta["performance"]["ents_f"] > 0.5
+    assert 0.0 <= meta["performance"]["ents_ece"] <= 1.0  # the scorer reports calibration
+    assert "ENTS_ECE" in output  # and spaCy's training table shows it
 
 
 @slow
@@ -231,6 +237,11 @@ def test_evaluate_writes_metrics(project):
     scores = json.loads((path / "metrics" / "scores.json").read_text())
     assert scores["ents_f"] > 0.5
     assert set(scores["ents_per_type"]) == {"PER", "ORG", "LOC", "MISC"}
+    # The calibrated model, with its reliability before and after calibration.
+    cfg = json.loads((path / "training" / "model-calibrated" / "crf_ner" / "cfg").read_text())
+    assert scores["temperature"] == cfg["temperature"] != 1.0
+    assert scores["calibration"]["ece"] == pytest.approx(scores["ents_ece"])
+    assert scores["calibration_uncalibrated"]["n_entities"] == scores["calibration"]["n_entities"]
     assert any(path.glob("metrics/*.png")) and any(path.glob("metrics/*.html"))
 
 
@@ -253,7 +264,7 @@ def test_rerun_skips_everything(project):
     if not HAVE_EVALUATE:
         pytest.skip("scripts/evaluate.py is not there yet, so `all` can't run")
     output = _project_run(path, "all")
-    for name in ("convert", "train", "evaluate", "package"):
+    for name in ("convert", "train", "calibrate", "evaluate", "package"):
         assert f"Skipping '{name}': nothing changed" in output
 
 
@@ -383,6 +394,8 @@ print(json.dumps({{
     "plugin": spacy_crf_ner.__file__,
     "plugin_dist": str(metadata.distribution("spacy-crf-ner").locate_file("")),
     "component": type(nlp.get_pipe("crf_ner")).__module__,
+    "temperature": nlp.get_pipe("crf_ner").cfg["temperature"],
+    "calibration": nlp.meta.get("calibration"),
     "sys_path": sys.path,
     "ents": [[ent.text, ent.label_] for ent in doc.ents],
 }}))
@@ -391,6 +404,10 @@ print(json.dumps({{
     assert Path(result["plugin"]).resolve().is_relative_to(prefix), result["plugin"]
     assert Path(result["plugin_dist"]).resolve().is_relative_to(prefix)
     assert result["component"].startswith("spacy_crf_ner.")
+    # the calibration travelled with the package
+    calibrated = json.loads((path / "training" / "model-calibrated" / "crf_ner" / "cfg").read_text())
+    assert result["temperature"] == calibrated["temperature"] != 1.0
+    assert result["calibration"]["temperature"] == calibrated["temperature"]
     assert not any(p and Path(p).resolve() == REPO for p in result["sys_path"])
     predicted = {tuple(ent) for ent in result["ents"]}
     assert predicted, f"no entity predicted in {' '.join(words)!r}"
