@@ -21,7 +21,6 @@ Modules, one job each:
   (``python -m spacy_crf_ner convert``).
 """
 from .architectures import build_crf_tagger
-from .char_ngrams import build_char_ngram_hash_embed
 from .crf import ConstrainedCRF
 from .pipeline_component import CRFEntityRecognizer, entity_confidences, make_crf_ner
 
