@@ -311,7 +311,7 @@ def markdown(results: Dict[str, object]) -> str:
         "",
         "Forward-backward for entity confidences, no gradients, BILUO, batch 64 x 40 (median ms):",
         "",
-        "| tags | log_partition | posteriors (matrix products) | forward-backward, log-space reference |",
+        "| tags | log_partition | posteriors (matrix products; NumPy without gradients) | forward-backward, log-space reference |",
         "|---:|---:|---:|---:|",
     ]
     for case in results["posteriors"]:
