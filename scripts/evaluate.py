@@ -38,7 +38,6 @@ from spacy.cli._util import setup_gpu
 from spacy.language import Language
 from spacy.scorer import Scorer
 from spacy.training import Corpus, Example
-from spacy.util import minibatch
 from wasabi import Printer
 
 from spacy_crf_ner.scoring import calibration_report
@@ -106,21 +105,20 @@ def spans_key_of(pipe: Any) -> str:
     return cfg.get("spans_key") or pipe.name
 
 
-def uncalibrated_report(pipe: Any, predicted: Sequence[Example], spans_key: str, batch_size: int = 256) -> Optional[Dict[str, Any]]:
-    """The calibration report of the same predictions at temperature 1 (as trained), for a
-    ``crf_ner`` whose temperature was fitted; None for any other component. Reruns the CRF head
-    only, on copies of the predicted docs (which hold the earlier components' output)."""
+def uncalibrated_report(nlp: Language, pipe: Any, examples: Sequence[Example], spans_key: str, batch_size: int = 256) -> Optional[Dict[str, Any]]:
+    """The calibration report of the same pipeline at temperature 1 (as trained), for a
+    ``crf_ner`` whose temperature was fitted; None for any other component. Reruns the pipeline
+    on new docs of the examples' texts (as the corpus reader makes them): the docs already
+    predicted hold this component's entities, which it would take as preset ones."""
     temperature = (getattr(pipe, "cfg", None) or {}).get("temperature", 1.0)
     if temperature == 1.0:
         return None
-    docs = [eg.predicted.copy() for eg in predicted]
     pipe.cfg["temperature"] = 1.0
     try:
-        for batch in minibatch(docs, batch_size):
-            pipe.set_annotations(batch, pipe.predict(batch))
+        docs = list(nlp.pipe((nlp.make_doc(eg.reference.text) for eg in examples), batch_size=batch_size))
     finally:
         pipe.cfg["temperature"] = temperature
-    return calibration_report([Example(doc, eg.reference) for doc, eg in zip(docs, predicted)], spans_key)
+    return calibration_report([Example(doc, eg.reference) for doc, eg in zip(docs, examples)], spans_key)
 
 
 # -- the CRF transition heatmap -----------------------------------------------------------------
@@ -616,7 +614,7 @@ def evaluate(
     else:
         result["calibration"] = calib
         temperature = (getattr(pipe, "cfg", None) or {}).get("temperature", 1.0)
-        before = uncalibrated_report(pipe, predicted, key)
+        before = uncalibrated_report(nlp, pipe, examples, key)
         result["temperature"] = temperature
         result["calibration_uncalibrated"] = before
         title = f"{name} on {data_path.name}: entity confidence calibration"

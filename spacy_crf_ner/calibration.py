@@ -116,6 +116,9 @@ def held_out_entities(pipe, examples: Sequence[Example], nlp=None, batch_size: i
             f"'{pipe.name}' reads its token vectors from an earlier component ({listeners[0]}): "
             "pass nlp= to calibrate() so that component runs on the examples first"
         )
+    # The docs as the component gets them (preset entities, blocked tokens), for the emissions
+    # below: annotating ``docs`` sets their entities, which the component would read as preset.
+    unannotated = [doc.copy() for doc in docs]
     rightness = []
     for begin in range(0, len(docs), batch_size):
         batch_docs = docs[begin : begin + batch_size]
@@ -127,9 +130,8 @@ def held_out_entities(pipe, examples: Sequence[Example], nlp=None, batch_size: i
         chosen = order[begin : begin + batch_size]
         keys = [sorted(rightness[i], key=lambda key: key[:2]) for i in chosen]
         with torch.no_grad():
-            # the component's own emissions: under the same constraints from the docs' preset
-            # entities as its predictions
-            emissions, mask, _ = pipe._emissions([docs[i] for i in chosen])
+            # the component's own emissions, under the constraints its predictions were made with
+            emissions, mask, _ = pipe._emissions([unannotated[i] for i in chosen])
         entities = [[(label, start, end) for start, end, label in doc_keys] for doc_keys in keys]
         correct = [rightness[i][key] for i, doc_keys in zip(chosen, keys) for key in doc_keys]
         batches.append(EntityBatch(emissions, mask, entities, correct))

@@ -30,7 +30,7 @@ def overconfident(make_examples):
     calibration and test examples of other sentences."""
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner")
-    train(nlp, make_examples(nlp, 12, seed=1), steps=6)
+    train(nlp, make_examples(nlp, 12, seed=1), steps=6, mislabelled=0.3)
     return nlp, make_examples(nlp, 60, seed=2), make_examples(nlp, 30, seed=3)
 
 

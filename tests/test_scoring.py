@@ -10,6 +10,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
+from test_evaluate import train
+
 from spacy_crf_ner.scoring import (
     calibration_report,
     entity_correctness,
@@ -135,10 +137,7 @@ def test_pipeline_reports_ents_ece(make_examples):
     force from the predicted docs (same tokenisation, so right = same span and label)."""
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner")
-    train = make_examples(nlp, 20, seed=1)
-    optimizer = nlp.initialize(lambda: train)
-    for _ in range(4):
-        nlp.update(train, sgd=optimizer)
+    train(nlp, make_examples(nlp, 20, seed=1), steps=6, mislabelled=0.3)
     held_out = make_examples(nlp, 30, seed=2)
     scores = nlp.evaluate(held_out)
     confidences, correct = [], []
