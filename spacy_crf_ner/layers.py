@@ -121,6 +121,16 @@ def _init_crf(model: Model, X=None, Y=None) -> Model:
     return model
 
 
+def has_crf(model: Model) -> bool:
+    """Whether the CRF layer's PyTorch CRF is built (by initialize, or loaded)."""
+    return model.shims[0]._model is not None
+
+
+def drop_crf(model: Model) -> None:
+    """Forget the CRF layer's PyTorch CRF, so the next initialize builds one for the current tags."""
+    model.shims[0]._model = None
+
+
 def get_crf(model: Model) -> ConstrainedCRF:
     """The PyTorch CRF inside the CRF layer."""
     crf = model.shims[0]._model

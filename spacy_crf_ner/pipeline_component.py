@@ -16,7 +16,7 @@ from .architectures import replace_output_layer, resize_crf_tagger
 from .calibration import fit_temperature, held_out_entities, tempered
 from .confidence import Analysis, Entity, entity_probabilities, kbest_analyses, likely_entities
 from .crf import IMPOSSIBLE, ConstrainedCRF, one_intra_op_thread
-from .layers import crf_loss, get_crf, pad_emissions
+from .layers import crf_loss, drop_crf, get_crf, has_crf, pad_emissions
 from .objectives import negative_examples_loss, rehearsal_loss
 from .scoring import score_ner_calibration
 from .tags import check_scheme, from_biluo, make_tags, span_tags, to_spans
@@ -214,7 +214,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
     @property
     def is_initialized(self) -> bool:
-        return self.model.get_ref("crf").shims[0]._model is not None
+        return has_crf(self.model.get_ref("crf"))
 
     def add_label(self, label: str) -> int:
         """Add an entity label; 1 if it is new, else 0. After initialize the model grows (new
@@ -257,7 +257,7 @@ class CRFEntityRecognizer(TrainablePipe):
         if self.is_initialized:  # again: start from a new emission layer and CRF, as ner does
             replace_output_layer(self.model, len(make_tags(new_labels, self.cfg["scheme"])))
         crf_layer = self.model.get_ref("crf")
-        crf_layer.shims[0]._model = None  # built below, so add_label has nothing to resize
+        drop_crf(crf_layer)  # built below, so add_label has nothing to resize
         self.cfg["labels"], self.cfg["untrained_labels"] = [], []
         for label in new_labels:
             self.add_label(label)
