@@ -44,7 +44,8 @@ from spacy.vocab import Vocab  # noqa: E402
 CONFIG = ROOT / "configs" / "crf_ner_zh_cnn.cfg"
 RESULTS = ROOT / "bench" / "results" / "msra"
 SYSTEMS = ["crf", "ner", "crf_m1", "softmax", "crf_unigram"]
-# At most about an hour per system on 2 busy cores (see the table for the measured times).
+# The zh workflow's budget: its training (compounding batches up to 1,000) took 73 minutes on 2
+# cores at load 11-18; with fixed 1,000-character batches each run costs more. Not yet measured.
 DEFAULTS = dict(steps=3000, batch=1000, seeds=1)
 QUICK = dict(steps=20, batch=300, seeds=1, train_docs=300, test_docs=200)
 
