@@ -446,6 +446,20 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
     return "\n".join(lines + per_label), rows
 
 
+def headline(runs: List[Dict]) -> str:
+    """Entity F1 per (encoder, dataset) and system: mean ± sd (seeds), the README's table."""
+    systems = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in runs)]
+    panels = sorted({(r["encoder"], r["dataset"]) for r in runs}, key=lambda k: (["cnn", "trf"].index(k[0]), DATASETS.index(k[1])))
+    lines = ["| encoder | data → scored split | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
+    for enc, ds in panels:
+        cells = []
+        for system in systems:
+            rs = [r for r in runs if (r["encoder"], r["dataset"], r["system"]) == (enc, ds, system)]
+            cells.append(f"{fmt([r['ents_f'] for r in rs])} ({len(rs)})" if rs else "")
+        lines.append(f"| {enc} | {ds} → {SPLIT_NAMES[ds]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(runs: List[Dict], path: Path) -> None:
     """Dev F1 against step, one line per system (mean over its seeds, at the steps all share), one
     panel per encoder and dataset."""
@@ -455,8 +469,12 @@ def plot_curves(runs: List[Dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["encoder"], r["dataset"]) for r in runs}, key=lambda k: (["cnn", "trf"].index(k[0]), DATASETS.index(k[1])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (enc, ds) in zip(axes[0], panels):
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (enc, ds) in zip(axes.flat, panels):
         for system in ALL_SYSTEMS:
             rs = [r for r in runs if (r["encoder"], r["dataset"], r["system"]) == (enc, ds, system)]
             if not rs:
@@ -516,9 +534,15 @@ def report(runs_dir: Path, stem: Path, command: str) -> str:
         "(– until a calibration pass has filled it in). Invalid seqs: decoded tag sequences (documents) "
         "that break BILUO, read spaCy's IOB way before scoring. Steps to 90%: the first evaluated step "
         "whose dev F1 reaches 90% of that run's best dev F1. Steps (best): the step training stopped at "
-        "and, in brackets, the step of model-best. Train min: training wall time, dev evaluations included.",
+        "and, in brackets, the step of model-best. Train min: training wall time, dev evaluations included. "
+        "The figure: dev F1 on the selection set against step, mean over a system's seeds (a run that "
+        "stopped early holds its last value until the longest run's end).",
         "",
         *data_lines,
+        "",
+        "Entity F1 on the scored split, mean ± sd (seeds):",
+        "",
+        headline(runs),
         "",
         f"![dev F1 against step]({stem.with_suffix('.png').name})",
         "",
