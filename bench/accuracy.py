@@ -46,7 +46,9 @@ Each finished run is one file, bench/results/accuracy/runs/ENCODER-DATASET-SYSTE
 torch threads and load, and a 100-bin histogram of the predicted entities' confidences (count, sum
 of confidence, number correct; correct = exact span and label) from which the 10-bin ECE is exact.
 The model-best of every crf_ner run is kept under bench/results/tmp/models/RUN (ignored), so that
-calibration can be fitted later. `--resume` skips the runs whose file exists (and refuses one made
+calibration can be fitted later (on the run's selection dev set, `protocol.data.select.path`); such a
+pass adds `ece_calibrated` (10-bin ECE on the scored split after calibration) to the run file and
+the table shows it under "ECE after". `--resume` skips the runs whose file exists (and refuses one made
 under another protocol); `--report-only` renders bench/results/accuracy.{md,json,png} from the
 run files.
 """
