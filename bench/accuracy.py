@@ -1,60 +1,68 @@
-"""Accuracy benchmark: crf_ner against a softmax head and spaCy's transition-based `ner`, each
-trained with the same encoder, data, step budget and batch size through spaCy's own training
-loop (`init_nlp` + `spacy.training.loop.train`), then scored with `nlp.evaluate` (spaCy's NER
-scorer: entity-level micro P/R/F1 and per-label F1).
+"""Accuracy at convergence: crf_ner against a softmax head and spaCy's transition-based `ner`,
+each trained with the same encoder, data, batches, schedule and stopping rule through spaCy's own
+training loop (`init_nlp` + `spacy.training.loop.train`, what `spacy train` runs), the best model
+on the selection dev set (model-best) then scored on the evaluation split with `nlp.evaluate`
+(spaCy's NER scorer: entity-level micro P/R/F1 and per-label F1).
 
-    python bench/accuracy.py                    # the defaults below (what bench/results holds)
-    python bench/accuracy.py --quick            # a tiny run in a few minutes, to check the script
-    python bench/accuracy.py --encoders cnn --datasets wnut17 --seeds 3 --steps-cnn 800
+    python bench/accuracy.py --resume                 # run what is missing (hours), then report
+    python bench/accuracy.py --report-only            # table + figure from the finished runs
+    python bench/accuracy.py --quick                  # a few minutes, to check the script
+    python bench/accuracy.py --encoders cnn --datasets wnut17 --systems crf,ner --seeds 1 --resume
 
 Systems (`--systems`, comma-separated):
-  crf          crf_ner as configured (BILUO, constraints on, crf_lr_multiplier 100)
-  crf_m1       crf_ner with crf_lr_multiplier = 1
-  softmax      crf_ner with use_crf = false, constrained = false (a per-token softmax; its
-               invalid tag sequences are counted and repaired the way spaCy reads IOB: an I-
-               that continues nothing starts an entity)
-  ner          spaCy's `ner` (TransitionBasedParser.v2, as `spacy init config -p ner` makes it)
-               on the same tok2vec / transformer and listener, generated from our config
-  crf_frozen   crf with the transformer frozen (trf only)
-  ner_frozen   ner with the transformer frozen (trf only)
+  crf             crf_ner as configured (BILUO, constraints on, crf_lr_multiplier 100)
+  crf_m1          crf_ner with crf_lr_multiplier = 1
+  softmax         crf_ner with use_crf = false, constrained = false (a per-token softmax; its
+                  invalid tag sequences are counted, and read spaCy's IOB way: an I- that
+                  continues nothing starts an entity)
+  ner             spaCy's `ner` (TransitionBasedParser.v2, as `spacy init config -p ner` makes it)
+                  on the same tok2vec / transformer and listener, generated from our config
+  crf_frozen, softmax_frozen, ner_frozen
+                  the same with the transformer frozen (trf only): only the head trains
 
 Encoders: `cnn` = configs/crf_ner_cnn.cfg (hash-embed CNN tok2vec, no static vectors), `trf` =
-configs/crf_ner_trf.cfg with the offline MiniLM (scripts/find_transformer.py). Data, read from
---data-dir (default ../shared/data beside the project; nothing is copied into the repo):
-WikiANN-en (train on the first --train-sents sentences of train, evaluate on the first
---eval-sents sentences of test) and WNUT-17 (train on all of train, evaluate on dev).
-Both are converted with scripts/convert.py (10 sentences a document) into --work-dir.
+configs/crf_ner_trf.cfg with the offline MiniLM (scripts/find_transformer.py).
 
-Budgets: fixed steps (`training.max_steps`, `max_epochs = 0`, no patience), one batch a step
-(`accumulate_gradient = 1`), a fixed batch size (words per batch for the CNN, padded words
-for the transformer), the transformer's warmup scaled to 10% of the steps and its linear decay
-to the step budget. The pipeline evaluated is the last one (model-last); spaCy's in-training
-evaluation only sees a 5-document dev sample (at step 0 and at the end), so it costs little and
-selects nothing.
+Data (read from --data-dir, converted with scripts/convert.py, 10 sentences a document, into
+--work-dir; nothing is copied into the repository):
+  wikiann  train: all 20,000 sentences of wikiann-en/train; selection dev: wikiann-en/dev (all
+           10,000 sentences for the CNN, the first --trf-dev-sents for the transformer, whose
+           evaluation of all of dev would cost more than its training steps between evaluations);
+           scored on all 10,000 sentences of wikiann-en/test.
+  wnut17   scored on wnut17/dev, so model selection uses held-out train: the last
+           WNUT_SELECTION_SENTS sentences of wnut17/train are the selection dev, the others train.
 
-Defaults (the run in bench/results/accuracy.*, sized to finish in about 50 minutes on 2 CPU
-cores shared with other jobs, load average 5-7): 1 seed per encoder (`--seeds cnn:1,trf:1`;
-3 seeds did not fit the time available), --steps-cnn 150 --batch-cnn 500, --steps-trf 20
---batch-trf 500, --train-sents 10000, --eval-sents 500, --lr-trf 2e-4. These are tiny budgets:
-the numbers compare the heads early in training, not converged models.
+Protocol (identical for every system of an encoder; the per-encoder budgets are BUDGETS below and
+stored in every run file): one batch a step (`accumulate_gradient = 1`) of a fixed size (words for
+the CNN, padded words for the transformer: no compounding, so every system sees the same batches
+for a seed), the config's optimizer (the CNN: Adam 0.001; the transformer: warmup_linear to a peak
+--lr-trf, warmup 10% of max_steps, linear decay to max_steps), the dev set evaluated every
+`eval_frequency` steps, training stopped when dev F1 has not improved for `patience` steps or at
+`max_steps`; the transformer's patience is at least 3 epochs of WikiANN, so that no run stops
+sooner. The pipeline scored is model-best.
 
-Writes --out.json (every per-seed number, the budgets, machine and command), --out.md and,
-as each run finishes, --out.partial.jsonl (`--resume` skips the runs already there;
-`--report-only` rebuilds the report from it).
+Each finished run is one file, bench/results/accuracy/runs/ENCODER-DATASET-SYSTEM-sSEED.json
+(committed): scores, per-label F1, invalid sequences, train time, steps, the dev-F1-vs-step curve,
+torch threads and load, and a 100-bin histogram of the predicted entities' confidences (count, sum
+of confidence, number correct; correct = exact span and label) from which the 10-bin ECE is exact.
+The model-best of every crf_ner run is kept under bench/results/tmp/models/RUN (ignored), so that
+calibration can be fitted later (on the run's selection dev set, `protocol.data.select.path`); such a
+pass adds `ece_calibrated` (10-bin ECE on the scored split after calibration) to the run file and
+the table shows it under "ECE after". `--resume` skips the runs whose file exists (and refuses one made
+under another protocol); `--report-only` renders bench/results/accuracy.{md,json,png} from the
+run files.
 """
 import argparse
 import copy
 import datetime
 import gc
-import io
 import json
+import math
 import os
-import platform
-import shlex
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -63,79 +71,97 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from common import ner_peer_config, read_sentences  # noqa: E402
+from common import (  # noqa: E402
+    command_line, machine_info, ner_peer_config, read_sentences, set_torch_threads, threads_from_argv, write_report,
+)
+
+THREADS = threads_from_argv(sys.argv)
 
 import spacy  # noqa: E402
-import torch  # noqa: E402
-from spacy.tokens import Doc, DocBin  # noqa: E402
 from spacy.scorer import Scorer  # noqa: E402
+from spacy.tokens import Doc, DocBin  # noqa: E402
 from spacy.training import Example  # noqa: E402
 from spacy.training.initialize import init_nlp  # noqa: E402
 from spacy.training.loop import train  # noqa: E402
 from spacy.util import load_config  # noqa: E402
 from thinc.api import Config  # noqa: E402
 
-from calibration import expected_calibration_error  # noqa: E402
-from convert import convert_file  # noqa: E402
 
 import spacy_crf_ner  # noqa: E402,F401  (registers the factory and architectures)
+from spacy_crf_ner.convert import convert_file  # noqa: E402
+from spacy_crf_ner.scoring import expected_calibration_error  # noqa: E402
 from spacy_crf_ner.tags import is_valid  # noqa: E402
 
 CONFIGS = {"cnn": ROOT / "configs" / "crf_ner_cnn.cfg", "trf": ROOT / "configs" / "crf_ner_trf.cfg"}
 PEER_DIR = ROOT / "bench" / "configs"
-ALL_SYSTEMS = ["crf", "crf_m1", "softmax", "ner", "crf_frozen", "ner_frozen"]
-FROZEN = {"crf_frozen", "ner_frozen"}
-DATASETS = {
-    # name: (train file, eval file, eval split name, training-time dev file)
-    "wikiann": ("wikiann-en/train.iob", "wikiann-en/test.iob", "test", "wikiann-en/dev.iob"),
-    "wnut17": ("wnut17/train.conll", "wnut17/dev.conll", "dev", "wnut17/dev.conll"),
-}
-SUBSET_DATASETS = {"wikiann"}  # --train-sents applies to these; WNUT-17 trains on all of train
-DEFAULTS = dict(
-    seeds="cnn:1,trf:1", steps_cnn=150, steps_trf=20, batch_cnn=500, batch_trf=500,
-    train_sents=10000, eval_sents=500, lr_trf=2e-4,
-)
-QUICK = dict(
-    seeds="cnn:1,trf:1", steps_cnn=20, steps_trf=4, batch_cnn=300, batch_trf=300,
-    train_sents=200, eval_sents=50,
-)
+RESULTS = ROOT / "bench" / "results"
+RUNS_DIR = RESULTS / "accuracy" / "runs"
+MODELS_DIR = RESULTS / "tmp" / "models"
+ALL_SYSTEMS = ["crf", "crf_m1", "softmax", "ner", "crf_frozen", "softmax_frozen", "ner_frozen"]
+FROZEN = {"crf_frozen", "softmax_frozen", "ner_frozen"}
+NER_PEER = {"ner", "ner_frozen"}
+DATASETS = ["wikiann", "wnut17"]
+SPLIT_NAMES = {"wikiann": "test", "wnut17": "dev"}
+# WNUT-17's dev split is the one scored, so model selection needs other held-out data: the last
+# 500 of its 3,394 train sentences (15%), fixed, the same for every system and seed.
+WNUT_SELECTION_SENTS = 500
 N_SENTS_PER_DOC = 10
-DEV_DOCS = 5  # documents of the training-time dev sample
+# Per encoder, the same for every system. CNN WikiANN: 1,000-word batches, about 160 steps an
+# epoch; WNUT-17 about 55. Transformer WikiANN: 2,000 padded words, about 100 steps an epoch, so
+# a patience of 300 steps keeps every run training for at least 3 epochs.
+BUDGETS = {
+    "cnn": {"batch": 1000, "batch_unit": "words", "max_steps": 8000, "patience": 1000, "eval_frequency": 200,
+            "lr": 0.001, "schedule": "constant (Adam)"},
+    "trf": {"batch": 2000, "batch_unit": "padded words", "max_steps": 800, "patience": 300, "eval_frequency": 50,
+            "lr": 1e-4, "schedule": "warmup_linear: warmup 10% of max_steps, linear decay to max_steps"},
+}
+QUICK_BUDGETS = {
+    "cnn": {"max_steps": 60, "patience": 40, "eval_frequency": 20},
+    "trf": {"max_steps": 6, "patience": 4, "eval_frequency": 2, "batch": 500},
+}
+QUICK_SENTS = 300  # --quick: the first N sentences of every split
+TRF_DEV_SENTS = 2000
+HISTOGRAM_BINS = 100  # 10-bin ECE is exact from it: every 10-bin bin is 10 whole 100-bin bins
+ECE_BINS = 10
+SPREAD_SEEDS = 3  # the seeds the issue asks for per cell
 
 
 # -- data -------------------------------------------------------------------------------------
 
-def convert_subset(src: Path, n: Optional[int], out: Path) -> Dict:
-    """Convert the first ``n`` sentences of ``src`` (all if None) to a DocBin at ``out``."""
+def to_docbin(sentences: List[List[str]], out: Path, source: Path, first: int) -> Dict[str, Any]:
+    """Convert ``sentences`` (raw lines) to a DocBin at ``out``; what it holds, for the record."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    blocks = read_sentences(src)
-    n = len(blocks) if n is None else min(n, len(blocks))
     tmp = out.with_suffix(".txt")
-    tmp.write_text("\n\n".join("\n".join(b) for b in blocks[:n]) + "\n", encoding="utf8")
+    tmp.write_text("\n\n".join("\n".join(s) for s in sentences) + "\n", encoding="utf8")
     summary = convert_file(tmp, out, n_sents=N_SENTS_PER_DOC)
     tmp.unlink()
-    return {"file": str(src), "sentences": summary["sentences"], "of": len(blocks),
+    return {"file": str(source), "first_sentence": first, "sentences": summary["sentences"],
             "tokens": summary["tokens"], "documents": summary["documents"],
-            "entities": sum(summary["entities"].values()), "labels": sorted(summary["entities"])}
+            "entities": sum(summary["entities"].values()), "path": str(out)}
 
 
-def prepare_data(args, dataset: str) -> Dict[str, Any]:
-    train_rel, eval_rel, eval_split, dev_rel = DATASETS[dataset]
+def prepare_data(args, dataset: str, encoder: str) -> Dict[str, Dict[str, Any]]:
+    """train / select (the dev set model-best is chosen on) / eval (the split scored)."""
+    d = args.data_dir
     work = args.work_dir / dataset
-    n_train = args.train_sents if dataset in SUBSET_DATASETS else None
-    info = {
-        "train": convert_subset(args.data_dir / train_rel, n_train, work / f"train-{n_train}.spacy"),
-        "eval": convert_subset(args.data_dir / eval_rel, args.eval_sents, work / f"eval-{args.eval_sents}.spacy"),
-        "eval_split": eval_split,
-        "train_dev": convert_subset(args.data_dir / dev_rel, DEV_DOCS * N_SENTS_PER_DOC, work / "traindev.spacy"),
-    }
-    info["paths"] = {
-        "train": str(work / f"train-{n_train}.spacy"),
-        "eval": str(work / f"eval-{args.eval_sents}.spacy"),
-        "dev": str(work / "traindev.spacy"),
-    }
-    return info
+    cut = QUICK_SENTS if args.quick else None
+
+    def part(name: str, src: Path, start: int = 0, stop: Optional[int] = None) -> Dict[str, Any]:
+        if not src.is_file():
+            raise SystemExit(f"{src} not found: pass --data-dir (the folder holding wikiann-en/ and wnut17/)")
+        sentences = read_sentences(src)[start:stop][:cut]
+        return to_docbin(sentences, work / f"{name}-{start}-{len(sentences)}.spacy", src, start)
+
+    if dataset == "wikiann":
+        dev_stop = args.trf_dev_sents if encoder == "trf" else None
+        return {"train": part("train", d / "wikiann-en/train.iob"),
+                "select": part("select", d / "wikiann-en/dev.iob", 0, dev_stop),
+                "eval": part("eval", d / "wikiann-en/test.iob")}
+    train_file = d / "wnut17/train.conll"
+    n_train = len(read_sentences(train_file))
+    return {"train": part("train", train_file, 0, n_train - WNUT_SELECTION_SENTS),
+            "select": part("select", train_file, n_train - WNUT_SELECTION_SENTS),
+            "eval": part("eval", d / "wnut17/dev.conll")}
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -158,39 +184,37 @@ def write_peer_configs() -> None:
         (PEER_DIR / f"ner_{encoder}.cfg").write_text(header + peer.to_str(), encoding="utf8")
 
 
-def system_config(args, encoder: str, system: str, seed: int, paths: Dict[str, str],
-                  steps: int, batch: int) -> Tuple[Config, Dict[str, Any]]:
+def system_config(args, encoder: str, system: str, seed: int, data: Dict, budget: Dict) -> Tuple[Config, Dict]:
     cfg = load_config(CONFIGS[encoder], interpolate=False)
-    if system in ("ner", "ner_frozen"):
+    if system in NER_PEER:
         cfg = ner_peer_config(cfg, encoder)
     overrides: Dict[str, Any] = {
-        "paths.train": paths["train"],
-        "paths.dev": paths["dev"],
+        "paths.train": data["train"]["path"],
+        "paths.dev": data["select"]["path"],
         "system.seed": seed,
         "training.seed": seed,
-        "training.max_steps": steps,
+        "training.max_steps": budget["max_steps"],
         "training.max_epochs": 0,
-        "training.patience": 0,
+        "training.patience": budget["patience"],
+        "training.eval_frequency": budget["eval_frequency"],
         "training.accumulate_gradient": 1,
-        "training.eval_frequency": steps,  # evaluates the tiny dev sample at step 0 and the end
-        "training.logger.progress_bar": False,
+        "training.batcher.size": budget["batch"],  # fixed: the same batches for every system
+        "training.logger": {"@loggers": "crf_ner_bench.CurveLogger.v1"},
     }
     if encoder == "cnn":
         overrides["paths.vectors"] = None  # include_static_vectors is false anyway
-        overrides["training.batcher.size"] = batch  # words a batch, fixed (no compounding)
+        overrides["training.optimizer.learn_rate"] = budget["lr"]
     else:
         overrides["paths.transformer"] = str(args.transformer)
-        overrides["training.batcher.size"] = batch  # padded words a batch
-        overrides["training.optimizer.learn_rate.warmup_steps"] = max(1, steps // 10)
-        overrides["training.optimizer.learn_rate.total_steps"] = steps
-        overrides["training.optimizer.learn_rate.initial_rate"] = args.lr_trf
+        overrides["training.optimizer.learn_rate.warmup_steps"] = max(1, budget["max_steps"] // 10)
+        overrides["training.optimizer.learn_rate.total_steps"] = budget["max_steps"]
+        overrides["training.optimizer.learn_rate.initial_rate"] = budget["lr"]
     if "crf_ner" in cfg["components"]:
-        # entity probabilities cost time and the in-training evaluation needs none; they are
-        # switched back on for the final evaluation (run_one), which scores ECE
+        # dev selection needs no entity probabilities; the final evaluation switches them on
         overrides["components.crf_ner.confidences"] = False
     if system == "crf_m1":
         overrides["components.crf_ner.crf_lr_multiplier"] = 1.0
-    elif system == "softmax":
+    elif system.startswith("softmax"):
         overrides["components.crf_ner.use_crf"] = False
         overrides["components.crf_ner.constrained"] = False
     if system in FROZEN:
@@ -199,11 +223,11 @@ def system_config(args, encoder: str, system: str, seed: int, paths: Dict[str, s
         overrides["training.annotating_components"] = ["transformer"]
     for key, value in overrides.items():
         set_dotted(cfg, key, value)
-    cfg["corpora"]["dev"]["limit"] = DEV_DOCS
     return Config(cfg), overrides
 
 
 def assemble_frozen(args) -> None:
+    """The untrained MiniLM pipeline the frozen systems source their transformer from."""
     if (args.frozen_dir / "config.cfg").is_file():
         return
     subprocess.run(
@@ -211,6 +235,29 @@ def assemble_frozen(args) -> None:
          "--nlp.pipeline", '["transformer"]', "--paths.transformer", str(args.transformer)],
         check=True, capture_output=True,
     )
+
+
+# -- the dev curve, through spaCy's logger registry -------------------------------------------
+
+CURVE: List[Dict[str, Any]] = []  # the running run's dev evaluations, filled by CurveLogger
+
+
+@spacy.registry.loggers("crf_ner_bench.CurveLogger.v1")
+def curve_logger():
+    """Records every dev evaluation (step, epoch, dev F1, words, seconds) into CURVE and prints
+    one line per evaluation."""
+    def setup(nlp, stdout=sys.stdout, stderr=sys.stderr):
+        def log_step(info: Optional[Dict[str, Any]]) -> None:
+            if info is None:
+                return
+            CURVE.append({"step": info["step"], "epoch": info["epoch"], "dev_f": info["score"],
+                          "words": info["words"], "seconds": info["seconds"]})
+            print(f"      step {info['step']:>5}  epoch {info['epoch']:>3}  dev F1 {info['score']:.4f}  "
+                  f"{info['seconds']:>5}s", flush=True)
+
+        return log_step, lambda: None
+
+    return setup
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -223,23 +270,58 @@ class CapturingScorer(Scorer):
         return super().score(self.examples, **kwargs)
 
 
-def ent_keys(doc) -> set:
-    return {(e.start, e.end, e.label_) for e in doc.ents}
+def run_id(encoder: str, dataset: str, system: str, seed: int) -> str:
+    return f"{encoder}-{dataset}-{system}-s{seed}"
 
 
-def run_one(args, encoder, dataset, system, seed, data) -> Dict[str, Any]:
-    steps = args.steps_cnn if encoder == "cnn" else args.steps_trf
-    batch = args.batch_cnn if encoder == "cnn" else args.batch_trf
-    config, overrides = system_config(args, encoder, system, seed, data["paths"], steps, batch)
-    log = io.StringIO()
+def confidence_histogram(confidences: List[float], correct: List[bool]) -> Dict[str, List]:
+    """Per bin ``[b/100, (b+1)/100)`` (the last also holds 1.0): count, sum of confidence, correct."""
+    count, total, hits = [0] * HISTOGRAM_BINS, [0.0] * HISTOGRAM_BINS, [0] * HISTOGRAM_BINS
+    for p, ok in zip(confidences, correct):
+        b = min(int(p * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)
+        count[b] += 1
+        total[b] += p
+        hits[b] += int(ok)
+    return {"n_bins": HISTOGRAM_BINS, "count": count, "confidence_sum": total, "correct": hits}
+
+
+def ece_from_histogram(hist: Dict[str, List], n_bins: int = ECE_BINS) -> Optional[float]:
+    """Expected calibration error over ``n_bins`` equal bins, merged from the finer histogram."""
+    per = hist["n_bins"] // n_bins
+    n = sum(hist["count"])
+    if not n:
+        return None
+    ece = 0.0
+    for b in range(n_bins):
+        sl = slice(b * per, (b + 1) * per)
+        count = sum(hist["count"][sl])
+        if count:
+            ece += abs(sum(hist["correct"][sl]) - sum(hist["confidence_sum"][sl])) / n
+    return ece
+
+
+def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict, budget: Dict) -> Dict[str, Any]:
+    config, overrides = system_config(args, encoder, system, seed, data, budget)
+    rid = run_id(encoder, dataset, system, seed)
+    keep = system not in NER_PEER  # crf_ner runs: model-best kept for calibration
+    out_dir = (args.models_dir if keep else args.work_dir / "models") / rid
+    if out_dir.exists():  # an interrupted run's leftovers
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    CURVE.clear()
     t0 = time.perf_counter()
     nlp = init_nlp(config)
-    t_init = time.perf_counter() - t0
-    train(nlp, None, stdout=log, stderr=log)
+    train(nlp, out_dir, stdout=sys.stdout, stderr=sys.stderr)
     t_train = time.perf_counter() - t0
+    curve = list(CURVE)
+    shutil.rmtree(out_dir / "model-last", ignore_errors=True)
+    del nlp
+    gc.collect()
+    nlp = spacy.load(out_dir / "model-best")
     if "crf_ner" in nlp.pipe_names:
         nlp.get_pipe("crf_ner").cfg["confidences"] = True
-    eval_docs = list(DocBin().from_disk(data["paths"]["eval"]).get_docs(nlp.vocab))
+    eval_docs = list(DocBin().from_disk(data["eval"]["path"]).get_docs(nlp.vocab))
     # the gold tokenisation, so every system is scored on the same tokens
     examples = [Example(Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]), doc)
                 for doc in eval_docs]
@@ -248,274 +330,317 @@ def run_one(args, encoder, dataset, system, seed, data) -> Dict[str, Any]:
     scores = nlp.evaluate(examples, scorer=scorer)
     examples = scorer.examples  # nlp.evaluate's copies, with the annotated predicted docs
     t_eval = time.perf_counter() - t1
+    best = max(curve, key=lambda c: (c["dev_f"], -c["step"]))
     record: Dict[str, Any] = {
         "encoder": encoder, "dataset": dataset, "system": system, "seed": seed,
-        "steps": steps, "batch": batch, "overrides": overrides,
-        "ents_p": scores["ents_p"], "ents_r": scores["ents_r"], "ents_f": scores["ents_f"],
+        "split": SPLIT_NAMES[dataset],
+        "ents_f": scores["ents_f"], "ents_p": scores["ents_p"], "ents_r": scores["ents_r"],
         "per_type": {label: v["f"] for label, v in (scores.get("ents_per_type") or {}).items()},
-        "init_s": round(t_init, 1), "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
-        "final_losses": None,
+        "steps": curve[-1]["step"], "epochs": curve[-1]["epoch"], "best_step": best["step"],
+        "best_dev_f": best["dev_f"], "stopped_by": "max_steps" if curve[-1]["step"] >= budget["max_steps"] else "patience",
+        "curve": curve, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
+        "torch_threads": machine_info()["torch_threads"], "load_start": load_start,
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+        "model_best": str(out_dir.relative_to(ROOT) / "model-best") if keep else None,
+        "overrides": {k: v for k, v in overrides.items() if not k.startswith("paths.")},
     }
     if "crf_ner" in nlp.pipe_names:
         ner = nlp.get_pipe("crf_ner")
         docs = [eg.predicted for eg in examples]
         # the encoder's output is on the docs already (doc.tensor / doc._.trf_data), so the
-        # listener reads it back: this reruns the head only
+        # listener reads it back: this reruns the head only, without the probabilities, and
+        # without reading its own entities on the docs as preset ones
+        ner.cfg["confidences"], ner.cfg["overwrite_ents"] = False, True
         paths = ner.predict(docs).paths
         tags = ner.tags
-        invalid = sum(not is_valid([tags[i] for i in path], ner.cfg["scheme"]) for path in paths)
-        record["invalid_sequences"] = int(invalid)
+        record["invalid_sequences"] = int(sum(not is_valid([tags[i] for i in p], ner.cfg["scheme"]) for p in paths))
         record["sequences"] = len(paths)
         conf, correct = [], []
         for eg in examples:
-            gold = ent_keys(eg.reference)
+            gold = {(e.start, e.end, e.label_) for e in eg.reference.ents}
             group = eg.predicted.spans[ner.spans_key]
             for span, p in zip(group, group.attrs["scores"]):
-                conf.append(min(1.0, max(0.0, float(p))))
+                if not 0.0 <= p <= 1.0 + 1e-6:
+                    raise ValueError(f"{rid}: entity probability {p} of {span.text!r} is not in [0, 1]")
+                conf.append(min(float(p), 1.0))  # float32 rounding only, checked above
                 correct.append((span.start, span.end, span.label_) in gold)
-        cal = expected_calibration_error(conf, correct, n_bins=10)
+        cal = expected_calibration_error(conf, correct, n_bins=ECE_BINS)
         record["ece"] = cal["ece"]
         record["mce"] = cal["mce"]
         record["calibration"] = {k: cal[k] for k in ("n_entities", "accuracy", "mean_confidence")}
-    record["train_log_tail"] = log.getvalue()[-600:]
+        record["confidence_histogram"] = confidence_histogram(conf, correct)
     del nlp, examples, eval_docs
     gc.collect()
+    if not keep:
+        shutil.rmtree(out_dir, ignore_errors=True)
     return record
 
 
 # -- report -----------------------------------------------------------------------------------
 
-def mean_std(values: List[float]) -> Tuple[float, Optional[float]]:
+def mean_sd(values: List[Optional[float]]) -> Tuple[float, Optional[float], int]:
     values = [v for v in values if v is not None]
     if not values:
-        return float("nan"), None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+        return float("nan"), None, 0
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
 
 
-def fmt(values: List[float], scale: float = 100.0, digits: int = 1) -> str:
-    m, s = mean_std(values)
-    if m != m:
+def fmt(values: List[Optional[float]], scale: float = 100.0, digits: int = 1) -> str:
+    m, s, n = mean_sd(values)
+    if not n:
         return "–"
-    text = f"{m * scale:.{digits}f}"
-    return text + (f" ± {s * scale:.{digits}f}" if s is not None else "")
+    return f"{m * scale:.{digits}f}" + (f" ± {s * scale:.{digits}f}" if s is not None else "")
 
 
-def summarise(runs: List[Dict], meta: Dict) -> str:
+def steps_to_fraction(curve: List[Dict], fraction: float = 0.9) -> Optional[int]:
+    """The first evaluated step whose dev F1 reaches ``fraction`` of the run's best dev F1."""
+    best = max(c["dev_f"] for c in curve)
+    if best <= 0:
+        return None
+    return next(c["step"] for c in curve if c["dev_f"] >= fraction * best)
+
+
+def load_runs(runs_dir: Path) -> List[Dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
+
+
+def cell_order(key: Tuple[str, str, str]) -> Tuple[int, int, int]:
+    return (["cnn", "trf"].index(key[0]), DATASETS.index(key[1]), ALL_SYSTEMS.index(key[2]))
+
+
+def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
     groups: Dict[Tuple, List[Dict]] = {}
     for r in runs:
         groups.setdefault((r["encoder"], r["dataset"], r["system"]), []).append(r)
-    order = lambda k: (["cnn", "trf"].index(k[0]), list(DATASETS).index(k[1]), ALL_SYSTEMS.index(k[2]))  # noqa: E731
-    lines = [
-        "| encoder | data (train → eval) | system | seeds | F1 | P | R | ECE | invalid seqs | steps × batch | train s | eval s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    rows, lines = [], [
+        "| encoder | data → scored split | system | seeds | F1 | P | R | ECE before | ECE after | invalid seqs | steps to 90% | steps (best) | train min |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key in sorted(groups, key=order):
-        rs = groups[key]
+    for key in sorted(groups, key=cell_order):
+        rs = sorted(groups[key], key=lambda r: r["seed"])
         enc, ds, system = key
-        d = meta["data"][ds]
-        data = f"{ds} {d['train']['sentences']} → {d['eval_split']} {d['eval']['sentences']}"
-        inv = "–"
-        if "invalid_sequences" in rs[0]:
-            inv = "/".join(str(r["invalid_sequences"]) for r in rs) + f" of {rs[0]['sequences']}"
+        n = len(rs)
+        seeds = f"{n}" + ("" if n >= SPREAD_SEEDS else f" of {SPREAD_SEEDS}")
+        inv = (fmt([r["invalid_sequences"] for r in rs], 1.0, 0) + f" of {rs[0]['sequences']}"
+               if "invalid_sequences" in rs[0] else "–")
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
-        unit = "words" if enc == "cnn" else "padded words"
+        ece_after = fmt([r.get("ece_calibrated") for r in rs], 1.0, 3) if "ece_calibrated" in rs[0] else "–"
+        to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
+        steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
-            f"| {enc} | {data} | {system} | {len(rs)} | {fmt([r['ents_f'] for r in rs])} | "
-            f"{fmt([r['ents_p'] for r in rs])} | {fmt([r['ents_r'] for r in rs])} | {ece} | {inv} | "
-            f"{rs[0]['steps']} × {rs[0]['batch']} {unit} | {mean_std([r['train_s'] for r in rs])[0]:.0f} | "
-            f"{mean_std([r['eval_s'] for r in rs])[0]:.0f} |"
-        )
-    per_label = ["", "Per-label F1 (mean over seeds):", ""]
+            f"| {enc} | {ds} → {rs[0]['split']} | {system} | {seeds} | {fmt([r['ents_f'] for r in rs])} | "
+            f"{fmt([r['ents_p'] for r in rs])} | {fmt([r['ents_r'] for r in rs])} | {ece} | {ece_after} | {inv} | "
+            f"{to90} | {steps} | {fmt([r['train_s'] for r in rs], 1 / 60, 0)} |")
+        rows.append({"encoder": enc, "dataset": ds, "system": system, "seeds": [r["seed"] for r in rs],
+                     **{k: mean_sd([r.get(k) for r in rs])[:2] for k in ("ents_f", "ents_p", "ents_r", "ece", "train_s")}})
+    per_label = ["", "Per-label F1 (mean ± sd over seeds):", ""]
     for ds in DATASETS:
-        keys = [k for k in sorted(groups, key=order) if k[1] == ds]
+        keys = [k for k in sorted(groups, key=cell_order) if k[1] == ds]
         if not keys:
             continue
         labels = sorted({lab for k in keys for r in groups[k] for lab in r["per_type"]})
-        per_label += [f"**{ds}**", "", "| encoder | system | " + " | ".join(labels) + " |",
-                      "|---|---|" + "---:|" * len(labels)]
+        per_label += [f"**{ds}**", "", "| encoder | system | seeds | " + " | ".join(labels) + " |",
+                      "|---|---|---:|" + "---:|" * len(labels)]
         for k in keys:
             cells = [fmt([r["per_type"].get(lab, 0.0) for r in groups[k]]) for lab in labels]
-            per_label.append(f"| {k[0]} | {k[2]} | " + " | ".join(cells) + " |")
+            per_label.append(f"| {k[0]} | {k[2]} | {len(groups[k])} | " + " | ".join(cells) + " |")
         per_label.append("")
-    return "\n".join(lines + per_label)
+    return "\n".join(lines + per_label), rows
 
 
-def machine_info() -> Dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import spacy_transformers  # noqa: F401
-    from importlib.metadata import version
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "spacy": spacy.__version__,
-        "spacy_transformers": version("spacy-transformers"), "transformers": version("transformers"),
-        "load_average_at_start": os.getloadavg(),
-    }
+def headline(runs: List[Dict]) -> str:
+    """Entity F1 per (encoder, dataset) and system: mean ± sd (seeds), the README's table."""
+    systems = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in runs)]
+    panels = sorted({(r["encoder"], r["dataset"]) for r in runs}, key=lambda k: (["cnn", "trf"].index(k[0]), DATASETS.index(k[1])))
+    lines = ["| encoder | data → scored split | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
+    for enc, ds in panels:
+        cells = []
+        for system in systems:
+            rs = [r for r in runs if (r["encoder"], r["dataset"], r["system"]) == (enc, ds, system)]
+            cells.append(f"{fmt([r['ents_f'] for r in rs])} ({len(rs)})" if rs else "")
+        lines.append(f"| {enc} | {ds} → {SPLIT_NAMES[ds]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def write_report(args, meta: Dict, runs: List[Dict]) -> str:
-    table = summarise(runs, meta)
-    meta = {**meta, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "runs": runs}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf8")
-    b = meta["budgets"]
-    notes = [
-        f"# Accuracy: crf_ner vs softmax vs spaCy `ner`",
+def plot_curves(runs: List[Dict], path: Path) -> None:
+    """Dev F1 against step, one line per system (mean over its seeds, at the steps all share), one
+    panel per encoder and dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["encoder"], r["dataset"]) for r in runs}, key=lambda k: (["cnn", "trf"].index(k[0]), DATASETS.index(k[1])))
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (enc, ds) in zip(axes.flat, panels):
+        for system in ALL_SYSTEMS:
+            rs = [r for r in runs if (r["encoder"], r["dataset"], r["system"]) == (enc, ds, system)]
+            if not rs:
+                continue
+            # a run that stopped early contributes its last value after it stopped (its model-best
+            # is not worse than that); the line ends where the longest run ends
+            longest = max(rs, key=lambda r: len(r["curve"]))["curve"]
+            steps = [c["step"] for c in longest]
+            ys = []
+            for i in range(len(steps)):
+                vals = [r["curve"][min(i, len(r["curve"]) - 1)]["dev_f"] for r in rs]
+                ys.append(100 * statistics.mean(vals))
+            ax.plot(steps, ys, label=f"{system} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
+        ax.set_title(f"{enc}, {ds}: dev F1 (selection set)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("entity F1")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(runs_dir: Path, stem: Path, command: str) -> str:
+    """``stem``.md / .json / .png from the run files in ``runs_dir``."""
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise SystemExit(f"no finished runs in {runs_dir}")
+    table, rows = summarise(runs)
+    plot_curves(runs, stem.with_suffix(".png"))
+    protocols = {f"{r['encoder']}-{r['dataset']}": r["protocol"] for r in runs}
+    data_lines = []
+    for key, proto in sorted(protocols.items()):
+        b, d = proto["budget"], proto["data"]
+        data_lines.append(
+            f"- **{key}**: train {d['train']['sentences']} sentences, selection dev {d['select']['sentences']} "
+            f"({Path(d['select']['file']).name} from sentence {d['select']['first_sentence']}), scored on "
+            f"{d['eval']['sentences']} ({Path(d['eval']['file']).name}); batches of {b['batch']} {b['batch_unit']}, "
+            f"lr {b['lr']:g} ({b['schedule']}), dev evaluated every {b['eval_frequency']} steps, patience "
+            f"{b['patience']} steps, at most {b['max_steps']} steps.")
+    threads = sorted({r["torch_threads"] for r in runs})
+    loads = [r["load_start"][0] for r in runs] + [r["load_end"][0] for r in runs]
+    first = min(r["started_at"] for r in runs)
+    last = max(r["finished_at"] for r in runs)
+    body = "\n".join([
+        f"{len(runs)} finished runs, {first} to {last}; torch threads {threads}; 1-minute load average "
+        f"at the runs' starts and ends {min(loads):.1f}–{max(loads):.1f} (the machine is shared, so train "
+        "times compare only roughly).",
         "",
-        f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores (shared with other jobs), torch "
-        f"{meta['machine']['torch']} ({meta['machine']['torch_threads']} threads), spaCy {meta['machine']['spacy']}, "
-        f"spacy-transformers {meta['machine']['spacy_transformers']}; started {meta['started']}, finished "
-        f"{meta['finished']}, wall {meta.get('wall_s', 0) / 60:.1f} min.",
+        "Protocol (the same for every system of an encoder and dataset; see `bench/accuracy.py`): train "
+        "until dev F1 stops improving (spaCy's `training.patience`) or `max_steps`, keep the best model "
+        "on the selection dev set (model-best), score it on the scored split. "
+        "F1/P/R: spaCy's NER scorer (exact span and label) ×100, mean ± sample sd over the seeds "
+        f"(no ± with 1 seed; `seeds` says how many of the {SPREAD_SEEDS} planned a cell holds). ECE before: "
+        "10-bin expected calibration error of the crf_ner entity probabilities (`doc.spans['crf_ner']`) "
+        "against exact-match correctness on the scored split; ECE after: the same after calibration "
+        "(– until a calibration pass has filled it in). Invalid seqs: decoded tag sequences (documents) "
+        "that break BILUO, read spaCy's IOB way before scoring. Steps to 90%: the first evaluated step "
+        "whose dev F1 reaches 90% of that run's best dev F1. Steps (best): the step training stopped at "
+        "and, in brackets, the step of model-best. Train min: training wall time, dev evaluations included. "
+        "The figure: dev F1 on the selection set against step, mean over a system's seeds (a run that "
+        "stopped early holds its last value until the longest run's end).",
         "",
-        f"Command: `{meta['command']}`",
+        *data_lines,
         "",
-        f"Budgets (identical for every system of an encoder): cnn {b['cnn']['steps']} steps × "
-        f"{b['cnn']['batch']} words, Adam 0.001, seeds {b['cnn']['seeds']}; trf (MiniLM-L6, "
-        f"`{Path(str(args.transformer)).name}` offline) {b['trf']['steps']} steps × {b['trf']['batch']} padded words, "
-        f"peak lr {b['trf']['lr']} (warmup {max(1, b['trf']['steps'] // 10)}, linear decay), seeds {b['trf']['seeds']}. "
-        "accumulate_gradient 1, dropout 0.1, the last model is evaluated. "
-        f"WikiANN-en: first {args.train_sents} sentences of train, first {args.eval_sents} of test; "
-        "WNUT-17: all of train, dev (at most --eval-sents). 10 sentences a document. "
-        "F1/P/R: spaCy's NER scorer (exact span and label), ×100, mean ± sample std over seeds "
-        "(no ± where 1 seed). ECE: 10-bin expected calibration error of `doc.spans['crf_ner']` "
-        "entity probabilities against exact-match correctness on the eval split. Invalid seqs: "
-        "decoded tag sequences (documents) that break BILUO, per seed, repaired spaCy's IOB way "
-        "(an I- that continues nothing starts an entity) before scoring. "
-        "train s = init + training wall time (CPU shared, so only roughly comparable).",
+        "Entity F1 on the scored split, mean ± sd (seeds):",
+        "",
+        headline(runs),
+        "",
+        f"![dev F1 against step]({stem.with_suffix('.png').name})",
         "",
         table,
-    ]
-    text = "\n".join(notes) + "\n"
-    out.with_suffix(".md").write_text(text, encoding="utf8")
-    return table
+    ])
+    meta = {"command": command, "date": datetime.date.today().isoformat(), "machine": machine_info()}
+    return write_report(stem, "Accuracy at convergence: crf_ner vs softmax vs spaCy `ner`",
+                        meta, body, {"summary": rows, "runs": [r["id"] for r in runs]})
 
 
 # -- main -------------------------------------------------------------------------------------
 
-def parse_seeds(text: str) -> Dict[str, int]:
-    if ":" not in text:
-        return {"cnn": int(text), "trf": int(text)}
-    seeds = {}
-    for part in text.split(","):
-        enc, n = part.split(":")
-        seeds[enc.strip()] = int(n)
-    return seeds
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=None, help="default: ../shared/data beside the project")
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
+                   help="the folder holding wikiann-en/ and wnut17/ (default: ../shared/data beside the project)")
     p.add_argument("--encoders", default="cnn,trf")
-    p.add_argument("--datasets", default="wikiann,wnut17")
+    p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    p.add_argument("--seeds", default=None, help=f"N, or per encoder like cnn:3,trf:1 (default {DEFAULTS['seeds']})")
-    p.add_argument("--train-sents", type=int, default=None, help="WikiANN train sentences (first N)")
-    p.add_argument("--eval-sents", type=int, default=None, help="eval sentences (first N of the eval split)")
-    p.add_argument("--steps-cnn", type=int, default=None)
-    p.add_argument("--steps-trf", type=int, default=None)
-    p.add_argument("--batch-cnn", type=int, default=None, help="words a batch")
-    p.add_argument("--batch-trf", type=int, default=None, help="padded words a batch")
-    p.add_argument("--lr-trf", type=float, default=None, help="peak learning rate for the transformer runs")
+    p.add_argument("--seeds", type=int, default=SPREAD_SEEDS, help="seeds 0..N-1 per cell")
+    p.add_argument("--order", choices=["seed", "cell"], default="seed",
+                   help="seed: seed 0 of every (encoder, dataset, system) before seed 1 (default); cell: all seeds of a cell in a row")
+    p.add_argument("--trf-dev-sents", type=int, default=TRF_DEV_SENTS, help="WikiANN selection dev for the transformer (first N)")
     p.add_argument("--transformer", default=None, help="HF name or dir (default: the offline MiniLM)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy"), help="output stem (.json, .md)")
-    p.add_argument("--work-dir", type=Path, default=None, help="converted corpora (default: a temp dir)")
-    p.add_argument("--quick", action="store_true", help="a tiny run, to check the script")
-    p.add_argument("--resume", action="store_true", help="skip the runs already in OUT.partial.jsonl")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from OUT.partial.jsonl")
+    p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads (default 1: the machine is shared)")
+    p.add_argument("--work-dir", type=Path, default=RESULTS / "tmp" / "accuracy_work",
+                   help="converted corpora, the frozen transformer, the ner runs' models (ignored folder)")
+    p.add_argument("--quick", action="store_true", help="tiny data and budgets, nothing written to the results")
+    p.add_argument("--resume", action="store_true", help="skip the runs whose file exists")
+    p.add_argument("--report-only", action="store_true", help="render the report from the run files")
     args = p.parse_args(argv)
-    for key, value in {**DEFAULTS, **(QUICK if args.quick else {})}.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.data_dir = (args.data_dir or ROOT.parent / "shared" / "data").resolve()
-    args.work_dir = (args.work_dir or Path(tempfile.gettempdir()) / "crf_ner_accuracy").resolve()
-    if args.quick and args.out == p.get_default("out"):  # a check, not a result: keep it out of bench/results
-        args.out = str(args.work_dir / "accuracy_quick")
+    set_torch_threads(args.threads)
+    command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        print(report(RUNS_DIR, RESULTS / "accuracy", command))
+        return 0
+    args.data_dir = args.data_dir.resolve()
     if args.transformer is None:
         from find_transformer import find_transformer
         args.transformer = find_transformer()
+    args.runs_dir, args.models_dir = RUNS_DIR, MODELS_DIR
+    if args.quick:  # a check, not a result: keep it out of bench/results
+        args.work_dir = args.work_dir.parent / "accuracy_quick"
+        args.runs_dir, args.models_dir = args.work_dir / "runs", args.work_dir / "models"
+    args.work_dir = args.work_dir.resolve()
     args.frozen_dir = args.work_dir / "frozen_transformer"
-    encoders = [e for e in args.encoders.split(",") if e]
-    datasets = [d for d in args.datasets.split(",") if d]
-    systems = [s for s in args.systems.split(",") if s]
+    encoders, datasets, systems = (
+        [x for x in getattr(args, name).split(",") if x] for name in ("encoders", "datasets", "systems"))
     for name, given, allowed in (("encoder", encoders, CONFIGS), ("dataset", datasets, DATASETS),
                                  ("system", systems, ALL_SYSTEMS)):
         bad = [x for x in given if x not in allowed]
         if bad:
             p.error(f"unknown {name}(s) {bad}; choose from {list(allowed)}")
-    seeds = parse_seeds(args.seeds)
-    partial = Path(args.out + ".partial.jsonl")
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv if argv is not None else sys.argv[1:]))
-
-    started = datetime.datetime.now(datetime.timezone.utc)
-    done: List[Dict] = []
-    if (args.resume or args.report_only) and partial.is_file():
-        done = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
-    elif partial.exists():
-        partial.unlink()
+    budgets = {enc: {**BUDGETS[enc], **(QUICK_BUDGETS[enc] if args.quick else {})} for enc in CONFIGS}
     write_peer_configs()
-    meta: Dict[str, Any] = {
-        "command": command, "started": started.isoformat(timespec="seconds"), "machine": machine_info(),
-        "budgets": {
-            "cnn": {"steps": args.steps_cnn, "batch": args.batch_cnn, "batch_unit": "words", "seeds": seeds.get("cnn", 0), "lr": 0.001},
-            "trf": {"steps": args.steps_trf, "batch": args.batch_trf, "batch_unit": "padded words", "seeds": seeds.get("trf", 0),
-                    "lr": args.lr_trf, "warmup": max(1, args.steps_trf // 10)},
-            "train_sents_wikiann": args.train_sents, "eval_sents": args.eval_sents,
-            "sentences_per_doc": N_SENTS_PER_DOC, "accumulate_gradient": 1,
-        },
-        "data": {ds: prepare_data(args, ds) for ds in datasets},
-        "transformer": str(args.transformer), "data_dir": str(args.data_dir),
-        "peer_configs": [str(PEER_DIR / f"ner_{e}.cfg") for e in CONFIGS],
-        "softmax_repair": "spaCy's IOB reading (tags.repair): an I- that continues nothing starts an entity",
-    }
-    if args.report_only:
-        first = min((r["started_at"] for r in done if r.get("started_at")), default=meta["started"])
-        last = [r for r in done if r.get("started_at")]
-        meta["started"] = first
-        if last:  # the last run's start plus its own time
-            end = datetime.datetime.fromisoformat(last[-1]["started_at"]) + datetime.timedelta(
-                seconds=last[-1]["train_s"] + last[-1]["eval_s"])
-            meta["wall_s"] = round((end - datetime.datetime.fromisoformat(first)).total_seconds(), 1)
-        meta["command"] += "  (report rebuilt from the runs in " + str(partial.name) + ")"
-        print(write_report(args, meta, done))
-        return 0
+    cells = [(enc, ds, system) for enc in encoders for ds in datasets for system in systems
+             if enc == "trf" or system not in FROZEN]
+    if args.order == "seed":
+        # every cell's first seed before any second seed, so that a cut-short run covers them all
+        plan = [(enc, ds, system, seed) for seed in range(args.seeds) for enc, ds, system in cells]
+    else:
+        plan = [(enc, ds, system, seed) for enc, ds, system in cells for seed in range(args.seeds)]
     if "trf" in encoders and FROZEN & set(systems):
         assemble_frozen(args)
-    # seed-major: every system's first seed before any second seed, so that a cut-short run
-    # still covers every system
-    plan = [(seed, enc, ds, system)
-            for seed in range(max(seeds.get(e, 0) for e in encoders))
-            for enc in encoders if seed < seeds.get(enc, 0)
-            for ds in datasets
-            for system in systems if enc == "trf" or system not in FROZEN]
-    have = {(r["seed"], r["encoder"], r["dataset"], r["system"]) for r in done}
-    t_start = time.perf_counter()
-    for i, (seed, enc, ds, system) in enumerate(plan, 1):
-        if (seed, enc, ds, system) in have:
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.work_dir / "accuracy" if args.quick else RESULTS / "accuracy"
+    data: Dict[Tuple[str, str], Dict] = {}
+    for i, (enc, ds, system, seed) in enumerate(plan, 1):
+        rid = run_id(enc, ds, system, seed)
+        path = args.runs_dir / f"{rid}.json"
+        if (enc, ds) not in data:
+            data[(enc, ds)] = prepare_data(args, ds, enc)
+        protocol = {"budget": budgets[enc], "data": data[(enc, ds)], "sentences_per_doc": N_SENTS_PER_DOC,
+                    "transformer": Path(str(args.transformer)).name if enc == "trf" else None}
+        if path.is_file():
+            if not args.resume:
+                p.error(f"{path} exists: pass --resume to keep the finished runs (never delete them to rerun)")
+            if json.loads(path.read_text())["protocol"]["budget"] != protocol["budget"]:
+                raise SystemExit(f"{path} was made under another budget than this command's: "
+                                 "move it aside or run with that budget")
             continue
-        print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {i}/{len(plan)} {enc} {ds} {system} seed {seed} ...", flush=True)
-        run_started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        record = run_one(args, enc, ds, system, seed, meta["data"][ds])
-        record["started_at"] = run_started
-        print(f"    F1 {record['ents_f']:.4f}  P {record['ents_p']:.4f}  R {record['ents_r']:.4f}"
-              + (f"  ECE {record['ece'] if record['ece'] is None else round(record['ece'], 4)}  invalid {record['invalid_sequences']}/{record['sequences']}" if "ece" in record else "")
+        print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {i}/{len(plan)} {rid} ...", flush=True)
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        record = run_one(args, enc, ds, system, seed, data[(enc, ds)], budgets[enc])
+        record.update(id=rid, protocol=protocol, started_at=started,
+                      finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      command=command, cpu=machine_info()["cpu"])
+        print(f"    {rid}: F1 {record['ents_f']:.4f}  P {record['ents_p']:.4f}  R {record['ents_r']:.4f}  "
+              f"steps {record['steps']} (best {record['best_step']})"
+              + (f"  ECE {record['ece']}  invalid {record['invalid_sequences']}/{record['sequences']}" if "ece" in record else "")
               + f"  train {record['train_s']}s eval {record['eval_s']}s", flush=True)
-        done.append(record)
-        with partial.open("a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-    # over a --resume, the wall time runs from the first run's start
-    first = min((r["started_at"] for r in done if r.get("started_at")), default=meta["started"])
-    meta["started"] = min(first, meta["started"])
-    meta["wall_s"] = round((datetime.datetime.now(datetime.timezone.utc)
-                            - datetime.datetime.fromisoformat(meta["started"])).total_seconds(), 1)
-    print(write_report(args, meta, done))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf8")
+        tmp.replace(path)  # a run file is whole or absent
+        report(args.runs_dir, stem, command)  # the table grows run by run
+    print(report(args.runs_dir, stem, command))
     return 0
 
 

@@ -1,16 +1,19 @@
-"""What the benchmark scripts share: the machine's description, spaCy's `ner` as the peer, and
-fresh worker processes timed in turns."""
+"""The benchmarks' one harness: thread setup, the machine's description, the sentence reader, spaCy's
+`ner` as the peer, one writer for every report (markdown + JSON, targets as data), and fresh
+worker processes timed in turns."""
 import contextlib
 import copy
+import datetime
 import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from thinc.api import Config
 
@@ -74,18 +77,87 @@ def ner_peer_config(cfg: Config, encoder: str) -> Config:
     return Config(peer)
 
 
+# -- the harness: threads, machine metadata, one report writer ----------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_from_argv(argv: List[str], default: int = 1) -> int:
+    """``--threads N`` from the command line, read before torch is imported: the BLAS pools read
+    their environment variables at import, so they are set here (unless already set) and torch's
+    own pool again by ``set_torch_threads`` once torch is in. ``0`` leaves the libraries' own
+    defaults, as a user gets them. On a shared 2-core machine two threads per process
+    oversubscribe the cores, hence the default of 1."""
+    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else default
+    if threads:
+        for variable in THREAD_VARIABLES:
+            os.environ.setdefault(variable, str(threads))
+    return threads
+
+
+def set_torch_threads(threads: int) -> int:
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def machine_info() -> Dict[str, Any]:
+    """What a result needs to be read against: the CPU, the cores, torch's threads, the load."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "thread_env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "versions": versions(),
+    }
+
+
+def command_line(script: str, argv: List[str]) -> str:
+    root = Path(__file__).resolve().parent.parent
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, root)] + list(argv))
+
+
+def write_report(stem: Path, title: str, meta: Dict[str, Any], body: str, data: Dict[str, Any],
+                 targets: Optional[List[Dict[str, Any]]] = None) -> str:
+    """Write ``stem.md`` (title, machine, command, ``body``, then the targets table) and
+    ``stem.json`` (``meta``, ``data`` and the targets); returns the markdown.
+
+    ``targets``: ``[{"name", "measured", "target", "met"}, ...]``, the claims a benchmark checks,
+    kept as data so that the table and the JSON say the same thing."""
+    machine = meta["machine"]
+    header = [
+        f"# {title}",
+        "",
+        f"{meta.get('date', datetime.date.today().isoformat())}, {machine['cpu']}, {machine['cores']} cores "
+        f"(shared with other jobs), torch threads {machine['torch_threads']}, load average "
+        f"{' / '.join(str(x) for x in machine['load_average'])} (1/5/15 min, when the report was written); "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
+    lines = header + [body.rstrip(), ""]
+    if targets:
+        lines += ["| target | measured | wanted | met |", "|---|---:|---:|:---:|"]
+        lines += [f"| {t['name']} | {t['measured']} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in targets]
+        lines.append("")
+    text = "\n".join(lines)
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    payload = {"meta": meta, **data}
+    if targets:
+        payload["targets"] = targets
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
+    return text
+
+
 # -- fresh worker processes, timed in turns (pipeline_speed.py and any benchmark like it) -------
-
-
-def set_thread_env(argv: List[str], default: str = "1") -> None:
-    """Before numpy or torch is imported: OMP / OpenBLAS / MKL threads from ``--threads N`` in
-    ``argv`` (default ``default``; ``0`` leaves the libraries' own defaults, as a user gets them).
-    On a shared 2-core machine two threads per process oversubscribe the cores."""
-    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else default
-    if threads == "0":
-        return
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, threads)
 
 
 def maxrss_mib() -> float:

@@ -25,14 +25,19 @@ evaluation; the real evaluation is done after training on the dev subset).
 
     python bench/lr_sweep.py                      # CNN x 2 seeds + MiniLM x 1 seed, ~22 min (1 thread, shared 2 cores)
     python bench/lr_sweep.py --skip-trf --cnn-steps 200 --seeds 0   # a quick look
+    # the MiniLM half at a converging budget (about 9 epochs of the 20,000 sentences, the peak rate
+    # of bench/accuracy.py, decayed to 0 at the last step): hours, so one file per run and --resume
+    python bench/lr_sweep.py --skip-cnn --trf-steps 800 --trf-batch-size 2000 --trf-lr 1e-4 \
+        --out bench/results/lr_sweep_trf.json --resume
+
+Each finished run is written to OUT_STEM_runs/ENCODER-xMULTIPLIER-sSEED.json as it finishes;
+``--resume`` skips the runs whose file exists and reports over all of them.
 """
 import argparse
 import datetime
 import io
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -40,16 +45,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from common import cpu_model, read_sentences, versions  # noqa: E402
+from common import (  # noqa: E402
+    command_line, machine_info, read_sentences, set_torch_threads, threads_from_argv, write_report,
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-if "--threads" in sys.argv:  # BLAS pools read this at import; torch's is set again in main()
-    _threads = sys.argv[sys.argv.index("--threads") + 1]
-else:
-    _threads = "1"
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _threads)
+threads_from_argv(sys.argv)
 
 import torch  # noqa: E402
 from spacy import util  # noqa: E402
@@ -58,7 +59,7 @@ from spacy.training import Example  # noqa: E402
 from spacy.training.initialize import init_nlp  # noqa: E402
 from spacy.training.loop import train  # noqa: E402
 
-from convert import convert_file  # noqa: E402
+from spacy_crf_ner.convert import convert_file  # noqa: E402
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -268,9 +269,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     parser.add_argument("--skip-trf", action="store_true")
     parser.add_argument("--skip-cnn", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="skip the runs whose file exists in OUT_STEM_runs/")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
+    command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
+    runs_dir = args.out.parent / f"{args.out.stem}_runs"
     started = time.perf_counter()
     train_path = subset_docbin(args.data_dir, "train", args.train_sents, args.work_dir)
     dev_path = subset_docbin(args.data_dir, "dev", args.dev_sents, args.work_dir)
@@ -284,13 +288,29 @@ def main(argv: Optional[List[str]] = None) -> None:
         plan += [("cnn", m, s) for s in args.seeds for m in args.multipliers]
     if not args.skip_trf:
         plan += [("trf", m, s) for s in args.trf_seeds for m in args.multipliers]
+    runs_dir.mkdir(parents=True, exist_ok=True)
     results, settings = [], {}
     for encoder, mult, seed in plan:
-        result, overrides = train_one(encoder, mult, seed, args, train_path, dev_path, dev_examples)
-        results.append(result)
         lr = args.cnn_lr if encoder == "cnn" else args.trf_lr
         steps = args.cnn_steps if encoder == "cnn" else args.trf_steps
-        settings[encoder] = {"lr": lr, "steps": steps, "overrides": {k: v for k, v in overrides.items() if "multiplier" not in k and "seed" not in k}}
+        path = runs_dir / f"{encoder}-x{mult:g}-s{seed}.json"
+        if path.is_file():
+            if not args.resume:
+                parser.error(f"{path} exists: pass --resume to keep the finished runs")
+            saved = json.loads(path.read_text())
+            if saved["settings"]["lr"] != lr or saved["settings"]["steps"] != steps:
+                raise SystemExit(f"{path} was made with lr {saved['settings']['lr']}, {saved['settings']['steps']} "
+                                 f"steps, not this command's {lr}, {steps}: use another --out")
+            result, settings[encoder] = saved["result"], saved["settings"]
+        else:
+            result, overrides = train_one(encoder, mult, seed, args, train_path, dev_path, dev_examples)
+            settings[encoder] = {"lr": lr, "steps": steps,
+                                 "overrides": {k: v for k, v in overrides.items() if "multiplier" not in k and "seed" not in k}}
+            result["load_end"] = machine_info()["load_average"]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"result": result, "settings": settings[encoder], "command": command}, indent=1) + "\n")
+            tmp.replace(path)  # a run file is whole or absent
+        results.append(result)
         print(
             f"{encoder} x{mult:g} seed {seed}: F1 {result['ents_f'] * 100:.1f} (CRF reset {result['ents_f_crf_reset'] * 100:.1f})  "
             f"mean|Δtrans| {result['transitions_mean_abs_delta']:.4f}  max {result['transitions_max_abs_delta']:.3f}  "
@@ -302,15 +322,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     md_table = table(rows, settings)
     print()
     print(md_table)
-    print(f"\nwall: {wall / 60:.1f} min")
 
-    load = os.getloadavg()
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": command,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_at_end": load, "platform": platform.platform()},
-        "versions": versions(),
+        "machine": machine_info(),
         "data": {
             "train": f"first {args.train_sents or 'all'} sentences of wikiann-en/train.iob ({corpus_words(train_path)} words, 10 sentences per doc)",
             "dev": f"first {args.dev_sents} sentences of wikiann-en/dev.iob ({sum(map(len, dev_docs))} words)",
@@ -318,18 +334,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         "settings": settings,
         "wall_seconds": round(wall, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=2) + "\n")
     budget = "; ".join(
         f"{enc}: {s['steps']} steps, lr {s['lr']:g}, " + ", ".join(f"`{k}={v}`" for k, v in s["overrides"].items())
         for enc, s in settings.items()
     )
-    md = f"""# CRF learning-rate multiplier sweep
-
-{meta['date']}, {meta['machine']['cpu']}, {meta['machine']['cores']} cores, torch threads {meta['machine']['torch_threads']}
-(shared machine: other jobs ran at the same time; load average at the end {load[0]:.1f}), {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.
-
-Command: `{command}` (wall {wall / 60:.1f} min).
+    body = f"""Wall {wall / 60:.1f} min for this invocation (runs resumed from `{runs_dir.name}/` cost none).
 
 Data: {meta['data']['train']}; dev: {meta['data']['dev']}. Trained with spaCy's loop
 (`init_nlp` + `spacy.training.loop.train`), same steps, batches and seed for every multiplier.
@@ -343,7 +352,8 @@ in [-0.1, 0.1]). `lr (CRF lr)`: the optimizer's peak rate and the CRF's (rate x 
 
 {md_table}
 """
-    args.out.with_suffix(".md").write_text(md)
+    write_report(args.out.with_suffix(""), "CRF learning-rate multiplier sweep", meta, body,
+                 {"summary": rows, "runs": results})
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 

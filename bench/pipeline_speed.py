@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 from common import (  # noqa: E402
     Worker,
     cpu_burner,
@@ -60,13 +59,13 @@ from common import (  # noqa: E402
     read_sentences,
     reply,
     reset_peak,
+    threads_from_argv,
     ru_maxrss_mib,
-    set_thread_env,
     versions,
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-set_thread_env(sys.argv)
+threads_from_argv(sys.argv)
 
 import torch  # noqa: E402
 from spacy import util  # noqa: E402
@@ -89,7 +88,7 @@ def wikiann(data_dir: Path, split: str) -> Path:
 
 def train_docbin(data_dir: Path, n: int, work_dir: Path) -> Path:
     """The first ``n`` train sentences, 10 per doc, as a DocBin (scripts/convert.py)."""
-    from convert import convert_file
+    from spacy_crf_ner.convert import convert_file
 
     source = wikiann(data_dir, "train")
     sentences = read_sentences(source)[:n]
