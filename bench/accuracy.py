@@ -448,8 +448,18 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
     return "\n".join(lines + per_label), rows
 
 
+def package_commit() -> Optional[str]:
+    """The commit of the code a run trains with (``git describe``; ``-dirty`` for local changes)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def headline(runs: List[Dict]) -> str:
-    """Entity F1 per (encoder, dataset) and system: mean ± sd (seeds), the README's table."""
+    """Entity F1 per (encoder, dataset) and system: mean ± sd (seeds), the README's table. A cell
+    whose runs trained on different commits of the package is marked †."""
     systems = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in runs)]
     panels = sorted({(r["encoder"], r["dataset"]) for r in runs}, key=lambda k: (["cnn", "trf"].index(k[0]), DATASETS.index(k[1])))
     lines = ["| encoder | data → scored split | " + " | ".join(systems) + " |", "|---|---|" + "---:|" * len(systems)]
@@ -457,8 +467,11 @@ def headline(runs: List[Dict]) -> str:
         cells = []
         for system in systems:
             rs = [r for r in runs if (r["encoder"], r["dataset"], r["system"]) == (enc, ds, system)]
-            cells.append(f"{fmt([r['ents_f'] for r in rs])} ({len(rs)})" if rs else "")
+            mixed = len({r.get("package_commit") for r in rs}) > 1
+            cells.append(f"{fmt([r['ents_f'] for r in rs])} ({len(rs)}{', †' if mixed else ''})" if rs else "")
         lines.append(f"| {enc} | {ds} → {SPLIT_NAMES[ds]} | " + " | ".join(cells) + " |")
+    if any("†" in line for line in lines):
+        lines.append("\n† the cell's seeds trained on different commits of the package (`package_commit` in the run files).")
     return "\n".join(lines)
 
 
@@ -629,7 +642,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {i}/{len(plan)} {rid} ...", flush=True)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         record = run_one(args, enc, ds, system, seed, data[(enc, ds)], budgets[enc])
-        record.update(id=rid, protocol=protocol, started_at=started,
+        record.update(id=rid, protocol=protocol, started_at=started, package_commit=package_commit(),
                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       command=command, cpu=machine_info()["cpu"])
         print(f"    {rid}: F1 {record['ents_f']:.4f}  P {record['ents_p']:.4f}  R {record['ents_r']:.4f}  "
