@@ -8,7 +8,9 @@ fast kernel beside it that the tests hold to the reference and to brute force:
 - log partition (the loss): :func:`log_partition_reference`; fast: :func:`log_partition_matmul`;
 - forward-backward (marginals, span probabilities): :func:`forward_backward_reference`; fast:
   :func:`forward_backward_matmul` (differentiable) and :func:`forward_backward_numpy` (CPU, no
-  gradients); they give :class:`Posteriors`, which :func:`marginals` and :func:`span_log_probs` read;
+  gradients: :func:`forward_backward_scaled` in probability space, the sequences it cannot vouch
+  for redone by :func:`forward_backward_log_numpy`); they give :class:`Posteriors`, which
+  :func:`marginals` and :func:`span_log_probs` read;
 - Viterbi: :func:`viterbi_reference` (tensor ops only, no host syncs: the one for accelerators);
   fast on CPU: :func:`viterbi_numpy`;
 - k-best (list Viterbi): :func:`kbest_reference` only (rarely called).
@@ -44,6 +46,12 @@ MATMUL_DTYPE = torch.float64
 # that matters: a sum of factors <= 1 that is >= tiny / eps holds its largest terms to full
 # precision. A smaller one may have lost its terms to underflow.
 SMALLEST_EXACT_SUM = torch.finfo(MATMUL_DTYPE).tiny / torch.finfo(MATMUL_DTYPE).eps
+
+# The scaled forward-backward multiplies such sums by emission factors and divides by the token's
+# largest product. With every sum at least this (1e-146, e^-336), a product that underflows errs by
+# less than tiny / this, below eps times any sum the next token builds from it: all its numbers
+# keep full precision. Sequences with a smaller sum are redone in log space.
+SMALLEST_SCALED_SUM = SMALLEST_EXACT_SUM**0.5
 
 # On CPU, exp is many times slower on arguments below about -87 (float32 denormals); clamping the
 # shifted terms of a log-space sum at -80 adds at most T * e^-80 to a sum of at least 1 (the
@@ -289,8 +297,128 @@ def forward_backward_numpy(
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """:func:`forward_backward_matmul` on float64 arrays, without gradients: ``emissions (B, L, T)``
     of left-aligned sequences of ``lengths (B,)``; returns ``(alpha, beta, log_norms)`` as in
-    :class:`Posteriors`. The same steps, each a NumPy call: on these small arrays NumPy's per-call
-    cost is a fraction of torch's, and it never starts threads."""
+    :class:`Posteriors` (the same numbers as the matrix-product kernel).
+
+    :func:`forward_backward_scaled` runs every sequence; the few it cannot vouch for (a sum that
+    fell below :data:`SMALLEST_SCALED_SUM`) are redone by :func:`forward_backward_log_numpy`."""
+    alpha, beta, log_norms, exact = forward_backward_scaled(emissions, lengths, start, transitions, end)
+    redo = numpy.flatnonzero(~exact)
+    if len(redo):
+        length = max(int(lengths[redo].max()), 1)
+        redone = forward_backward_log_numpy(emissions[redo, :length], lengths[redo], start, transitions, end)
+        alpha[redo, :length], beta[redo, :length] = redone[0], redone[1]
+        log_norms[redo] = 0.0
+        log_norms[redo, : length + 1] = redone[2]
+    return alpha, beta, log_norms
+
+
+def forward_backward_scaled(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Scaled forward-backward in probability space: ``(alpha, beta, log_norms, exact (B,) bool)``,
+    the first three as :func:`forward_backward_numpy` returns them, right where ``exact`` holds.
+
+    Per token, four NumPy calls a pass on ``(B, T)`` arrays: the forward probabilities (each
+    row's largest 1) times ``exp(transitions - shift)``, times the token's emission factors
+    ``exp(emission + shift - best)`` (all tokens' computed in one call), then divided by their
+    largest entry; the backward pass the same way round, scaled by its own largest entry. The
+    logs (alpha, beta, the normalisers) are taken after the loops, from the sums and the
+    emission scores, so a factor that underflows (an IMPOSSIBLE tag) still gets its exact log.
+    ``exact[b]`` is False where a sum of sequence ``b`` fell below :data:`SMALLEST_SCALED_SUM`:
+    its numbers may then have lost precision. Padded positions hold 0 (log_norms: past ``n``).
+    alpha and beta are ``(B, L, T)`` views of ``(L, B, T)`` arrays: one token's rows are contiguous.
+    """
+    batch, length, num_tags = emissions.shape
+    is_real = numpy.arange(length)[:, None] < lengths  # (L, B)
+    shift = transitions.max(axis=0)  # (T_next,): the best move into each tag
+    weights = numpy.exp(transitions - shift)  # (T_prev, T_next), each column's largest 1
+    weights_out = numpy.ascontiguousarray(weights.T)  # (T_next, T_prev)
+    # (L, B, T) emission scores (the start scores at token 0) with the shift folded in, padding 0
+    scores = emissions.transpose(1, 0, 2) + shift
+    scores[0] = emissions[:, 0] + start
+    scores[~is_real] = 0.0
+    best = scores.max(axis=2, keepdims=True)  # (L, B, 1)
+    scores -= best  # the log emission factors, <= 0
+    factors = numpy.exp(scores)
+    sums = numpy.empty_like(factors)  # (L, B, T): forward probabilities @ weights, before the factors
+    sums[0] = 1.0
+    norms = numpy.empty((length, batch, 1))  # each token's largest product
+    prob = factors[0].copy()  # (B, T) work row
+    sum_rows, factor_rows, norm_rows = list(sums), list(factors), list(norms)  # views made once
+    maximum, multiply, divide, matmul = numpy.maximum.reduce, numpy.multiply, numpy.divide, numpy.matmul
+    with numpy.errstate(under="ignore", divide="ignore", invalid="ignore"):
+        for i in range(length):
+            if i:
+                matmul(prob, weights, sum_rows[i])
+                multiply(sum_rows[i], factor_rows[i], prob)
+            maximum(prob, 1, None, norm_rows[i], True)
+            divide(prob, norm_rows[i], prob)
+
+        # Backward: prob holds exp(beta - its scale) for token i + 1, restarted at each sequence's end.
+        end_factors = numpy.exp(end - end.max())
+        ending_at = {}
+        for row, n in enumerate(lengths.tolist()):
+            ending_at.setdefault(n - 1, []).append(row)
+        # (L, B, T), the last token's unused: it becomes beta in place (fresh arrays cost page faults)
+        out_sums = numpy.empty_like(sums)
+        out_norms = numpy.empty((length - 1, batch, 1))
+        out_rows, out_norm_rows = list(out_sums), list(out_norms)
+        prob[:] = end_factors
+        for i in range(length - 2, -1, -1):
+            if i + 1 in ending_at:
+                prob[ending_at[i + 1]] = end_factors
+            multiply(factor_rows[i + 1], prob, prob)
+            matmul(prob, weights_out, out_rows[i])
+            maximum(out_rows[i], 1, None, out_norm_rows[i], True)
+            divide(out_rows[i], out_norm_rows[i], prob)
+
+        # Sums are of factors <= 1 whose largest is 1: one below the threshold means a row's
+        # scores trail by hundreds of nats.
+        exact = ~low_sums(sums[1:], is_real[1:])
+        log_norm = numpy.log(norms)  # (L, B, 1)
+        alpha = numpy.log(sums, sums)  # (L, B, T); in place from here: these passes are most of the time
+        alpha += scores
+        alpha -= log_norm
+        rows = numpy.arange(batch)
+        last = numpy.maximum(lengths - 1, 0)
+        closing = numpy.logaddexp.reduce(alpha[last, rows] + end, axis=1)  # (B,)
+        closing = numpy.where(lengths > 0, closing, 0.0)
+        log_norms = numpy.zeros((batch, length + 1))
+        log_norms[:, :length] = numpy.where(is_real, (log_norm + best)[:, :, 0], 0.0).T
+        log_norms[rows, lengths] = closing
+
+        # beta = log(out sum) - log_norm[i + 1] + level[i + 1], where level[i] is the log scale of
+        # prob at token i: end.max() - closing at the last token, and going back each token adds
+        # its own scale and takes off the next token's normaliser.
+        has_next = is_real[1:]  # (L - 1, B): token i + 1 is real
+        steps = numpy.where(has_next, numpy.log(out_norms[:, :, 0]) - log_norm[1:, :, 0], 0.0)
+        level = numpy.empty((length, batch))
+        level[:] = end.max() - closing
+        level[:-1] += numpy.cumsum(steps[::-1], axis=0)[::-1]
+        exact &= ~low_sums(out_sums[:-1], has_next)
+        beta = numpy.log(out_sums, out_sums)
+        beta[:-1] += (level[1:] - log_norm[1:, :, 0])[:, :, None]
+        beta[last, rows] = end - closing[:, None]
+    alpha[~is_real] = 0.0
+    beta[~is_real] = 0.0
+    return alpha.transpose(1, 0, 2), beta.transpose(1, 0, 2), log_norms, exact
+
+
+def low_sums(sums: numpy.ndarray, is_real: numpy.ndarray) -> numpy.ndarray:
+    """``(B,)`` bool: the sequences with a sum below :data:`SMALLEST_SCALED_SUM` (or NaN) at a
+    real token; ``sums (L, B, T)``, ``is_real (L, B)``."""
+    # One pass over everything first: padding rarely drops below it either, and then no row does.
+    if sums.min(initial=1.0) >= SMALLEST_SCALED_SUM:
+        return numpy.zeros(sums.shape[1], dtype=bool)
+    return (~(sums.min(axis=2) >= SMALLEST_SCALED_SUM) & is_real).any(axis=0)  # `not >=`: NaN too
+
+
+def forward_backward_log_numpy(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """:func:`forward_backward_numpy` with the steps of :class:`MatmulMoves` (log-space scores,
+    the exact log-space step where a sum underflows): exact on any input, and about five times
+    the calls of :func:`forward_backward_scaled` per token."""
     batch, length, num_tags = emissions.shape
     is_real = numpy.arange(length) < lengths[:, None]  # (B, L)
     emissions = numpy.where(is_real[:, :, None], emissions, 0.0)

@@ -558,6 +558,38 @@ def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
         check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
+@pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
+@pytest.mark.parametrize("scale", [2.0, 40.0, 300.0, 1000.0])
+@pytest.mark.parametrize("block", [False, True])
+def test_forward_backward_scaled_where_it_vouches_and_redone_elsewhere(scheme, labels, scale, block):
+    """The probability-space kernel equals the log-space one (the same numbers, not just the same
+    probabilities) on every sequence it marks exact, blocked (IMPOSSIBLE) tags included; the
+    others are redone, and the combination matches the reference."""
+    crf, tag_list = make_crf(scheme, labels, seed=9)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=9, scale=scale, pad_value=float("nan"))
+    blocked = torch.zeros(emissions.shape, dtype=torch.bool)
+    if block:  # as preset entities and blocked tokens do. I-X only: B-X still reaches what follows it
+        gen = torch.Generator().manual_seed(9)
+        inside = torch.tensor([tag.startswith("I-") for tag in tag_list])
+        blocked = (torch.rand(emissions.shape, generator=gen) < 0.3) & inside & mask.unsqueeze(2)
+        emissions = emissions.masked_fill(blocked, IMPOSSIBLE)
+    scores = crf.constrained_scores()
+    args = (emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    alpha, beta, log_norms, exact = kernels.forward_backward_scaled(*args)
+    log_alpha, log_beta, log_log_norms = kernels.forward_backward_log_numpy(*args)
+    if scale <= 40.0 and not block:
+        assert exact.all()
+    if scale >= 300.0:
+        assert not exact.all()  # the log-space kernel redoes some
+    if block and scale <= 40.0:
+        assert (exact & blocked.any(dim=(1, 2)).numpy()).any()  # factors of exactly 0 in exact rows
+    for got, expected in ((alpha, log_alpha), (beta, log_beta), (log_norms, log_log_norms)):
+        numpy.testing.assert_allclose(got[exact], expected[exact], rtol=1e-12, atol=1e-8)
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    fast = kernels.Posteriors(*map(torch.from_numpy, kernels.forward_backward_numpy(*args)))
+    check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
+
+
 def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
     """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
     torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
