@@ -27,7 +27,7 @@ Padding: every kernel reads emissions at real tokens only, so whatever padding h
 NaN) reaches neither a result nor a gradient.
 """
 import functools
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -605,10 +605,11 @@ def viterbi_numpy(
     # Work with the tags reordered group by group, so each group's maxima fill a slice.
     allowed = (transitions > IMPOSSIBLE / 2) | (len(transitions) < MANY_TAGS)  # few tags: dense
     groups, order = predecessor_groups(allowed.tobytes(), len(allowed))
-    emissions, start, end = emissions[:, :, order], start[order], end[order]
-    transitions = transitions[order][:, order]
+    start, end, transitions = start[order], end[order], transitions[order][:, order]
     batch, length, num_tags = emissions.shape
-    emission_rows = numpy.ascontiguousarray(emissions.transpose(1, 2, 0))  # (L, T, B)
+    # (L, T, B): transposed, then reordered a contiguous row of B at a time (a gather over the
+    # transposed view would read one strided number at a time)
+    emission_rows = numpy.ascontiguousarray(emissions.transpose(1, 2, 0)).take(order, axis=1)
     scores = numpy.empty_like(emission_rows)  # (L, T, B): the best score of a path ending in each tag
     scores[0] = start[:, None] + emission_rows[0]
     score_rows, step_rows = list(scores), list(emission_rows)  # views made once, not per use
@@ -628,16 +629,26 @@ def viterbi_numpy(
                 maximum(table, 0, None, row)  # positional arguments: parsed faster
                 row += step_rows[i]
         else:
-            # Per group: its tags' predecessors (K, J), their moves (K, J, B), a work table.
+            # Per group: its predecessors' scores per token (shared: (K, 1, B) views; else
+            # gathered), their moves (K, J, B), a work table.
             tables = []
             for tag_slice, predecessors in groups:
-                moves = numpy.repeat(transitions[predecessors, numpy.arange(tag_slice.start, tag_slice.stop)][:, :, None], batch, 2)
-                tables.append((tag_slice, predecessors, moves, numpy.empty_like(moves)))
+                if isinstance(predecessors, slice):
+                    shared_rows = list(scores[:, predecessors, None, :])
+                    moves = transitions[predecessors, tag_slice]
+                else:
+                    shared_rows = None
+                    moves = transitions[predecessors, numpy.arange(tag_slice.start, tag_slice.stop)]
+                moves = numpy.repeat(moves[:, :, None], batch, 2)
+                tables.append((tag_slice, predecessors, shared_rows, moves, numpy.empty_like(moves)))
             for i in range(1, length):
                 before, row = score_rows[i - 1], score_rows[i]
-                for tag_slice, predecessors, moves, table in tables:
-                    before.take(predecessors, 0, table)  # (K, J, B)
-                    table += moves
+                for tag_slice, predecessors, shared_rows, moves, table in tables:
+                    if shared_rows is None:
+                        before.take(predecessors, 0, table)  # (K, J, B)
+                        table += moves
+                    else:
+                        numpy.add(shared_rows[i - 1], moves, table)
                     maximum(table, 0, None, row[tag_slice])
                 row += step_rows[i]
     rows = numpy.arange(batch)
@@ -646,20 +657,18 @@ def viterbi_numpy(
     tag = final.argmax(1)
     best = numpy.where(lengths > 0, final[rows, tag], 0).astype(scores.dtype)
 
-    back = numpy.ascontiguousarray(scores.transpose(0, 2, 1))  # (L, B, T_prev)
-    inbound = numpy.ascontiguousarray(transitions.T)  # (T_next, T_prev)
-    work = numpy.empty((batch, num_tags), scores.dtype)
+    work = numpy.empty((num_tags, batch), scores.dtype)  # (T_prev, B)
     path = numpy.zeros((length, batch), numpy.intp)
     path[last, rows] = tag
     ending_at = {}
     for row, n in enumerate(last.tolist()):
         ending_at.setdefault(n, []).append(row)
-    back_rows, path_rows = list(back), list(path)
+    path_rows = list(path)
     with numpy.errstate(invalid="ignore", over="ignore"):
         for i in range(length - 1, 0, -1):
             # Past a sequence's end this traces garbage, until its last token restarts it.
-            numpy.add(back_rows[i - 1], inbound.take(path_rows[i], 0), work)
-            work.argmax(1, path_rows[i - 1])
+            numpy.add(score_rows[i - 1], transitions.take(path_rows[i], 1), work)
+            work.argmax(0, path_rows[i - 1])
             if i - 1 in ending_at:
                 ending = ending_at[i - 1]
                 path[i - 1, ending] = tag[ending]
@@ -668,7 +677,9 @@ def viterbi_numpy(
 
 
 @functools.lru_cache(maxsize=64)  # a CRF's constraints never change: group them once
-def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[slice, Optional[numpy.ndarray]]], numpy.ndarray]:
+def predecessor_groups(
+    allowed_bytes: bytes, num_tags: int
+) -> Tuple[List[Tuple[slice, Union[None, slice, numpy.ndarray]]], numpy.ndarray]:
     """Tags grouped for the Viterbi max by their allowed predecessors (``allowed (T_prev, T_next)``
     bool, passed as its bytes, for the cache).
 
@@ -679,6 +690,11 @@ def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[
     BIO over 18 labels take 37 * 37 + 2 * 36 candidates per token instead of 73 * 73. With every
     move allowed there is one group and ``predecessors`` is None (a dense table). A tag that no
     move reaches keeps every predecessor, as :func:`viterbi_reference` does.
+
+    Where the second group's tags all have the same predecessors (BILUO: O, B-X and U-X all
+    follow O, L-Y and U-Y), ``order`` puts those in one run (the end of the first group and the
+    start of the second) and ``predecessors`` is its slice: the max then reads a view of the
+    scores instead of gathering them.
     """
     allowed = numpy.frombuffer(allowed_bytes, dtype=bool).reshape(num_tags, num_tags)
     counts = allowed.sum(axis=0)
@@ -687,17 +703,25 @@ def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[
     allowed = allowed | (counts == 0)  # unreachable tags: every predecessor, at IMPOSSIBLE
     counts = allowed.sum(axis=0)
     few = counts <= FEW_PREDECESSORS
-    order = numpy.concatenate([numpy.flatnonzero(few), numpy.flatnonzero(~few)])
+    many = numpy.flatnonzero(~few)
+    shared = numpy.zeros(num_tags, dtype=bool)  # the predecessors every tag of the second group has
+    if len(many) and (allowed[:, many] == allowed[:, many[:1]]).all():
+        shared = allowed[:, many[0]]
+    order = numpy.concatenate([numpy.flatnonzero(mask) for mask in (few & ~shared, few & shared, ~few & shared, ~few & ~shared)])
     position = numpy.argsort(order)  # tag -> its index in `order`
     groups, offset = [], 0
-    for members in (order[: few.sum()], order[few.sum() :]):
+    for members, is_second in ((order[: few.sum()], False), (order[few.sum() :], True)):
         if not len(members):
             continue
-        width = counts[members].max()
-        predecessors = numpy.empty((width, len(members)), dtype=numpy.intp)
-        for column, tag in enumerate(members):
-            sources = position[numpy.flatnonzero(allowed[:, tag])]
-            predecessors[:, column] = numpy.resize(sources, width)  # pads by repeating
+        if is_second and shared.any():
+            first = int((few & ~shared).sum())
+            predecessors = slice(first, first + int(shared.sum()))
+        else:
+            width = counts[members].max()
+            predecessors = numpy.empty((width, len(members)), dtype=numpy.intp)
+            for column, tag in enumerate(members):
+                sources = position[numpy.flatnonzero(allowed[:, tag])]
+                predecessors[:, column] = numpy.resize(sources, width)  # pads by repeating
         groups.append((slice(offset, offset + len(members)), predecessors))
         offset += len(members)
     return groups, order

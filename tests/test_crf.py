@@ -743,3 +743,31 @@ def test_one_intra_op_thread_restores_the_callers_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(outside)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_viterbi_numpy_grouped_predecessors_shared_or_gathered(shared):
+    """The grouped max reads a slice where the second group's tags share their predecessors
+    (BILUO) and gathers them where they do not (random constraints); both equal the reference."""
+    if shared:
+        crf, _ = make_crf("BILUO", [f"L{i}" for i in range(6)], seed=10)
+    else:
+        gen = torch.Generator().manual_seed(10)
+        allowed = torch.rand((25, 25), generator=gen) < 0.5
+        allowed[:, :3] &= torch.rand((25, 3), generator=gen) < 0.1  # a few tags with few predecessors
+        crf = ConstrainedCRF(25, torch.ones(25, dtype=torch.bool), allowed, torch.ones(25, dtype=torch.bool)).double()
+        with torch.no_grad():
+            crf.transitions.normal_(generator=gen)
+    scores = [s.detach() for s in crf.constrained_scores()]
+    allowed = (scores[1] > IMPOSSIBLE / 2).numpy()
+    groups, _ = kernels.predecessor_groups(allowed.tobytes(), len(allowed))
+    assert len(groups) == 2 and isinstance(groups[1][1], slice) == shared
+    emissions, mask = make_batch(crf.num_tags, [30, 0, 17, 1, 30], seed=10, scale=3.0)
+    expected, expected_tags = kernels.viterbi_reference(emissions, mask, *scores)
+    best, tags = kernels.viterbi_numpy(emissions.numpy(), mask.sum(1).numpy(), *(s.numpy() for s in scores))
+    torch.testing.assert_close(torch.from_numpy(best), expected)
+    for b in range(len(mask)):
+        n = int(mask[b].sum())
+        path = torch.from_numpy(tags[b, :n])
+        assert allowed[path[:-1], path[1:]].all()
+        assert path_score(crf, emissions[b], path) == pytest.approx(path_score(crf, emissions[b], expected_tags[b, :n]), abs=1e-9)
