@@ -324,8 +324,9 @@ def forward_backward_scaled(
     largest entry; the backward pass the same way round, scaled by its own largest entry. The
     logs (alpha, beta, the normalisers) are taken after the loops, from the sums and the
     emission scores, so a factor that underflows (an IMPOSSIBLE tag) still gets its exact log.
-    ``exact[b]`` is False where a sum of sequence ``b`` fell below :data:`SMALLEST_SCALED_SUM`:
-    its numbers may then have lost precision. Padded positions hold 0 (log_norms: past ``n``).
+    ``exact[b]`` is False where a sum of sequence ``b`` that some allowed path feeds fell below
+    :data:`SMALLEST_SCALED_SUM`: its numbers may then have lost precision. Sums that no allowed
+    path feeds (after tags blocked by IMPOSSIBLE emissions) get the log IMPOSSIBLE. Padded positions hold 0 (log_norms: past ``n``).
     alpha and beta are ``(B, L, T)`` views of ``(L, B, T)`` arrays: one token's rows are contiguous.
     """
     batch, length, num_tags = emissions.shape
@@ -372,11 +373,26 @@ def forward_backward_scaled(
             maximum(out_rows[i], 1, None, out_norm_rows[i], True)
             divide(out_rows[i], out_norm_rows[i], prob)
 
-        # Sums are of factors <= 1 whose largest is 1: one below the threshold means a row's
-        # scores trail by hundreds of nats.
-        exact = ~low_sums(sums[1:], is_real[1:])
+        # Sums are of factors <= 1 whose largest is 1. One below SMALLEST_SCALED_SUM is either
+        # fed by no allowed path (an IMPOSSIBLE score before it: its log is IMPOSSIBLE, as
+        # MatmulMoves gives such tags) or one that may have lost precision: its sequence is redone.
+        # One pass over all sums first: usually none is that small, padding included.
+        exact = numpy.ones(batch, dtype=bool)
+        possible = allowed = dead = None
+        if not sums[1:].min(initial=1.0) >= SMALLEST_SCALED_SUM:
+            possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
+            fed = numpy.empty(sums[1:].shape, dtype=bool)  # (L - 1, B, T): some allowed path feeds it
+            reach = possible[0]
+            for i in range(1, length):
+                matmul(reach, allowed, fed[i - 1])
+                reach = fed[i - 1] & possible[i]
+            low = ~(sums[1:] >= SMALLEST_SCALED_SUM)  # `not >=`: NaN too
+            exact &= ~((low & fed).any(axis=2) & is_real[1:]).any(axis=0)
+            dead = low & ~fed
         log_norm = numpy.log(norms)  # (L, B, 1)
         alpha = numpy.log(sums, sums)  # (L, B, T); in place from here: these passes are most of the time
+        if dead is not None:
+            alpha[1:][dead] = IMPOSSIBLE
         alpha += scores
         alpha -= log_norm
         rows = numpy.arange(batch)
@@ -395,22 +411,29 @@ def forward_backward_scaled(
         level = numpy.empty((length, batch))
         level[:] = end.max() - closing
         level[:-1] += numpy.cumsum(steps[::-1], axis=0)[::-1]
-        exact &= ~low_sums(out_sums[:-1], has_next)
+        dead = None
+        if not out_sums[:-1].min(initial=1.0) >= SMALLEST_SCALED_SUM:
+            if possible is None:
+                possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
+            fed = numpy.empty(out_sums[:-1].shape, dtype=bool)  # (L - 1, B, T): some allowed path follows it
+            allowed_out = numpy.ascontiguousarray(allowed.T)
+            reach = numpy.repeat((end > IMPOSSIBLE / 2)[None], batch, axis=0)  # (B, T)
+            for i in range(length - 2, -1, -1):
+                if i + 1 in ending_at:
+                    reach[ending_at[i + 1]] = end > IMPOSSIBLE / 2
+                matmul(reach & possible[i + 1], allowed_out, fed[i])
+                reach = fed[i].copy()
+            low = ~(out_sums[:-1] >= SMALLEST_SCALED_SUM)
+            exact &= ~((low & fed).any(axis=2) & has_next).any(axis=0)
+            dead = low & ~fed
         beta = numpy.log(out_sums, out_sums)
+        if dead is not None:
+            beta[:-1][dead] = IMPOSSIBLE
         beta[:-1] += (level[1:] - log_norm[1:, :, 0])[:, :, None]
         beta[last, rows] = end - closing[:, None]
     alpha[~is_real] = 0.0
     beta[~is_real] = 0.0
     return alpha.transpose(1, 0, 2), beta.transpose(1, 0, 2), log_norms, exact
-
-
-def low_sums(sums: numpy.ndarray, is_real: numpy.ndarray) -> numpy.ndarray:
-    """``(B,)`` bool: the sequences with a sum below :data:`SMALLEST_SCALED_SUM` (or NaN) at a
-    real token; ``sums (L, B, T)``, ``is_real (L, B)``."""
-    # One pass over everything first: padding rarely drops below it either, and then no row does.
-    if sums.min(initial=1.0) >= SMALLEST_SCALED_SUM:
-        return numpy.zeros(sums.shape[1], dtype=bool)
-    return (~(sums.min(axis=2) >= SMALLEST_SCALED_SUM) & is_real).any(axis=0)  # `not >=`: NaN too
 
 
 def forward_backward_log_numpy(
