@@ -8,7 +8,9 @@ fast kernel beside it that the tests hold to the reference and to brute force:
 - log partition (the loss): :func:`log_partition_reference`; fast: :func:`log_partition_matmul`;
 - forward-backward (marginals, span probabilities): :func:`forward_backward_reference`; fast:
   :func:`forward_backward_matmul` (differentiable) and :func:`forward_backward_numpy` (CPU, no
-  gradients); they give :class:`Posteriors`, which :func:`marginals` and :func:`span_log_probs` read;
+  gradients: :func:`forward_backward_scaled` in probability space, the sequences it cannot vouch
+  for redone by :func:`forward_backward_log_numpy`); they give :class:`Posteriors`, which
+  :func:`marginals` and :func:`span_log_probs` read;
 - Viterbi: :func:`viterbi_reference` (tensor ops only, no host syncs: the one for accelerators);
   fast on CPU: :func:`viterbi_numpy`;
 - k-best (list Viterbi): :func:`kbest_reference` only (rarely called).
@@ -25,7 +27,7 @@ Padding: every kernel reads emissions at real tokens only, so whatever padding h
 NaN) reaches neither a result nor a gradient.
 """
 import functools
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -44,6 +46,12 @@ MATMUL_DTYPE = torch.float64
 # that matters: a sum of factors <= 1 that is >= tiny / eps holds its largest terms to full
 # precision. A smaller one may have lost its terms to underflow.
 SMALLEST_EXACT_SUM = torch.finfo(MATMUL_DTYPE).tiny / torch.finfo(MATMUL_DTYPE).eps
+
+# The scaled forward-backward multiplies such sums by emission factors and divides by the token's
+# largest product. With every sum at least this (1e-146, e^-336), a product that underflows errs by
+# less than tiny / this, below eps times any sum the next token builds from it: all its numbers
+# keep full precision. Sequences with a smaller sum are redone in log space.
+SMALLEST_SCALED_SUM = SMALLEST_EXACT_SUM**0.5
 
 # On CPU, exp is many times slower on arguments below about -87 (float32 denormals); clamping the
 # shifted terms of a log-space sum at -80 adds at most T * e^-80 to a sum of at least 1 (the
@@ -289,8 +297,151 @@ def forward_backward_numpy(
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """:func:`forward_backward_matmul` on float64 arrays, without gradients: ``emissions (B, L, T)``
     of left-aligned sequences of ``lengths (B,)``; returns ``(alpha, beta, log_norms)`` as in
-    :class:`Posteriors`. The same steps, each a NumPy call: on these small arrays NumPy's per-call
-    cost is a fraction of torch's, and it never starts threads."""
+    :class:`Posteriors` (the same numbers as the matrix-product kernel).
+
+    :func:`forward_backward_scaled` runs every sequence; the few it cannot vouch for (a sum that
+    fell below :data:`SMALLEST_SCALED_SUM`) are redone by :func:`forward_backward_log_numpy`."""
+    alpha, beta, log_norms, exact = forward_backward_scaled(emissions, lengths, start, transitions, end)
+    redo = numpy.flatnonzero(~exact)
+    if len(redo):
+        length = max(int(lengths[redo].max()), 1)
+        redone = forward_backward_log_numpy(emissions[redo, :length], lengths[redo], start, transitions, end)
+        alpha[redo, :length], beta[redo, :length] = redone[0], redone[1]
+        log_norms[redo] = 0.0
+        log_norms[redo, : length + 1] = redone[2]
+    return alpha, beta, log_norms
+
+
+def forward_backward_scaled(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Scaled forward-backward in probability space: ``(alpha, beta, log_norms, exact (B,) bool)``,
+    the first three as :func:`forward_backward_numpy` returns them, right where ``exact`` holds.
+
+    Per token, four NumPy calls a pass on ``(B, T)`` arrays: the forward probabilities (each
+    row's largest 1) times ``exp(transitions - shift)``, times the token's emission factors
+    ``exp(emission + shift - best)`` (all tokens' computed in one call), then divided by their
+    largest entry; the backward pass the same way round, scaled by its own largest entry. The
+    logs (alpha, beta, the normalisers) are taken after the loops, from the sums and the
+    emission scores, so a factor that underflows (an IMPOSSIBLE tag) still gets its exact log.
+    ``exact[b]`` is False where a sum of sequence ``b`` that some allowed path feeds fell below
+    :data:`SMALLEST_SCALED_SUM`: its numbers may then have lost precision. Sums that no allowed
+    path feeds (after tags blocked by IMPOSSIBLE emissions) get the log IMPOSSIBLE. Padded positions hold 0 (log_norms: past ``n``).
+    alpha and beta are ``(B, L, T)`` views of ``(L, B, T)`` arrays: one token's rows are contiguous.
+    """
+    batch, length, num_tags = emissions.shape
+    is_real = numpy.arange(length)[:, None] < lengths  # (L, B)
+    shift = transitions.max(axis=0)  # (T_next,): the best move into each tag
+    weights = numpy.exp(transitions - shift)  # (T_prev, T_next), each column's largest 1
+    weights_out = numpy.ascontiguousarray(weights.T)  # (T_next, T_prev)
+    # (L, B, T) emission scores (the start scores at token 0) with the shift folded in, padding 0
+    scores = emissions.transpose(1, 0, 2) + shift
+    scores[0] = emissions[:, 0] + start
+    scores[~is_real] = 0.0
+    best = scores.max(axis=2, keepdims=True)  # (L, B, 1)
+    scores -= best  # the log emission factors, <= 0
+    factors = numpy.exp(scores)
+    sums = numpy.empty_like(factors)  # (L, B, T): forward probabilities @ weights, before the factors
+    sums[0] = 1.0
+    norms = numpy.empty((length, batch, 1))  # each token's largest product
+    prob = factors[0].copy()  # (B, T) work row
+    sum_rows, factor_rows, norm_rows = list(sums), list(factors), list(norms)  # views made once
+    maximum, multiply, divide, matmul = numpy.maximum.reduce, numpy.multiply, numpy.divide, numpy.matmul
+    with numpy.errstate(under="ignore", divide="ignore", invalid="ignore"):
+        for i in range(length):
+            if i:
+                matmul(prob, weights, sum_rows[i])
+                multiply(sum_rows[i], factor_rows[i], prob)
+            maximum(prob, 1, None, norm_rows[i], True)
+            divide(prob, norm_rows[i], prob)
+
+        # Backward: prob holds exp(beta - its scale) for token i + 1, restarted at each sequence's end.
+        end_factors = numpy.exp(end - end.max())
+        ending_at = {}
+        for row, n in enumerate(lengths.tolist()):
+            ending_at.setdefault(n - 1, []).append(row)
+        # (L, B, T), the last token's unused: it becomes beta in place (fresh arrays cost page faults)
+        out_sums = numpy.empty_like(sums)
+        out_norms = numpy.empty((length - 1, batch, 1))
+        out_rows, out_norm_rows = list(out_sums), list(out_norms)
+        prob[:] = end_factors
+        for i in range(length - 2, -1, -1):
+            if i + 1 in ending_at:
+                prob[ending_at[i + 1]] = end_factors
+            multiply(factor_rows[i + 1], prob, prob)
+            matmul(prob, weights_out, out_rows[i])
+            maximum(out_rows[i], 1, None, out_norm_rows[i], True)
+            divide(out_rows[i], out_norm_rows[i], prob)
+
+        # Sums are of factors <= 1 whose largest is 1. One below SMALLEST_SCALED_SUM is either
+        # fed by no allowed path (an IMPOSSIBLE score before it: its log is IMPOSSIBLE, as
+        # MatmulMoves gives such tags) or one that may have lost precision: its sequence is redone.
+        # One pass over all sums first: usually none is that small, padding included.
+        exact = numpy.ones(batch, dtype=bool)
+        possible = allowed = dead = None
+        if not sums[1:].min(initial=1.0) >= SMALLEST_SCALED_SUM:
+            possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
+            fed = numpy.empty(sums[1:].shape, dtype=bool)  # (L - 1, B, T): some allowed path feeds it
+            reach = possible[0]
+            for i in range(1, length):
+                matmul(reach, allowed, fed[i - 1])
+                reach = fed[i - 1] & possible[i]
+            low = ~(sums[1:] >= SMALLEST_SCALED_SUM)  # `not >=`: NaN too
+            exact &= ~((low & fed).any(axis=2) & is_real[1:]).any(axis=0)
+            dead = low & ~fed
+        log_norm = numpy.log(norms)  # (L, B, 1)
+        alpha = numpy.log(sums, sums)  # (L, B, T); in place from here: these passes are most of the time
+        if dead is not None:
+            alpha[1:][dead] = IMPOSSIBLE
+        alpha += scores
+        alpha -= log_norm
+        rows = numpy.arange(batch)
+        last = numpy.maximum(lengths - 1, 0)
+        closing = numpy.logaddexp.reduce(alpha[last, rows] + end, axis=1)  # (B,)
+        closing = numpy.where(lengths > 0, closing, 0.0)
+        log_norms = numpy.zeros((batch, length + 1))
+        log_norms[:, :length] = numpy.where(is_real, (log_norm + best)[:, :, 0], 0.0).T
+        log_norms[rows, lengths] = closing
+
+        # beta = log(out sum) - log_norm[i + 1] + level[i + 1], where level[i] is the log scale of
+        # prob at token i: end.max() - closing at the last token, and going back each token adds
+        # its own scale and takes off the next token's normaliser.
+        has_next = is_real[1:]  # (L - 1, B): token i + 1 is real
+        steps = numpy.where(has_next, numpy.log(out_norms[:, :, 0]) - log_norm[1:, :, 0], 0.0)
+        level = numpy.empty((length, batch))
+        level[:] = end.max() - closing
+        level[:-1] += numpy.cumsum(steps[::-1], axis=0)[::-1]
+        dead = None
+        if not out_sums[:-1].min(initial=1.0) >= SMALLEST_SCALED_SUM:
+            if possible is None:
+                possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
+            fed = numpy.empty(out_sums[:-1].shape, dtype=bool)  # (L - 1, B, T): some allowed path follows it
+            allowed_out = numpy.ascontiguousarray(allowed.T)
+            reach = numpy.repeat((end > IMPOSSIBLE / 2)[None], batch, axis=0)  # (B, T)
+            for i in range(length - 2, -1, -1):
+                if i + 1 in ending_at:
+                    reach[ending_at[i + 1]] = end > IMPOSSIBLE / 2
+                matmul(reach & possible[i + 1], allowed_out, fed[i])
+                reach = fed[i].copy()
+            low = ~(out_sums[:-1] >= SMALLEST_SCALED_SUM)
+            exact &= ~((low & fed).any(axis=2) & has_next).any(axis=0)
+            dead = low & ~fed
+        beta = numpy.log(out_sums, out_sums)
+        if dead is not None:
+            beta[:-1][dead] = IMPOSSIBLE
+        beta[:-1] += (level[1:] - log_norm[1:, :, 0])[:, :, None]
+        beta[last, rows] = end - closing[:, None]
+    alpha[~is_real] = 0.0
+    beta[~is_real] = 0.0
+    return alpha.transpose(1, 0, 2), beta.transpose(1, 0, 2), log_norms, exact
+
+
+def forward_backward_log_numpy(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """:func:`forward_backward_numpy` with the steps of :class:`MatmulMoves` (log-space scores,
+    the exact log-space step where a sum underflows): exact on any input, and about five times
+    the calls of :func:`forward_backward_scaled` per token."""
     batch, length, num_tags = emissions.shape
     is_real = numpy.arange(length) < lengths[:, None]  # (B, L)
     emissions = numpy.where(is_real[:, :, None], emissions, 0.0)
@@ -477,10 +628,11 @@ def viterbi_numpy(
     # Work with the tags reordered group by group, so each group's maxima fill a slice.
     allowed = (transitions > IMPOSSIBLE / 2) | (len(transitions) < MANY_TAGS)  # few tags: dense
     groups, order = predecessor_groups(allowed.tobytes(), len(allowed))
-    emissions, start, end = emissions[:, :, order], start[order], end[order]
-    transitions = transitions[order][:, order]
+    start, end, transitions = start[order], end[order], transitions[order][:, order]
     batch, length, num_tags = emissions.shape
-    emission_rows = numpy.ascontiguousarray(emissions.transpose(1, 2, 0))  # (L, T, B)
+    # (L, T, B): transposed, then reordered a contiguous row of B at a time (a gather over the
+    # transposed view would read one strided number at a time)
+    emission_rows = numpy.ascontiguousarray(emissions.transpose(1, 2, 0)).take(order, axis=1)
     scores = numpy.empty_like(emission_rows)  # (L, T, B): the best score of a path ending in each tag
     scores[0] = start[:, None] + emission_rows[0]
     score_rows, step_rows = list(scores), list(emission_rows)  # views made once, not per use
@@ -500,16 +652,28 @@ def viterbi_numpy(
                 maximum(table, 0, None, row)  # positional arguments: parsed faster
                 row += step_rows[i]
         else:
-            # Per group: its tags' predecessors (K, J), their moves (K, J, B), a work table.
+            # Per group: its moves (K, J, B), a work table, and for shared predecessors their
+            # scores per token as (K, 1, B) views (else gathered). Torch adds those: its
+            # broadcast over J is faster than NumPy's on these tables (as in the dense case).
             tables = []
             for tag_slice, predecessors in groups:
-                moves = numpy.repeat(transitions[predecessors, numpy.arange(tag_slice.start, tag_slice.stop)][:, :, None], batch, 2)
-                tables.append((tag_slice, predecessors, moves, numpy.empty_like(moves)))
+                if isinstance(predecessors, slice):
+                    moves = transitions[predecessors, tag_slice]
+                    shared_rows = torch.from_numpy(scores)[:, predecessors].unsqueeze(2).unbind(0)
+                else:
+                    moves = transitions[predecessors, numpy.arange(tag_slice.start, tag_slice.stop)]
+                    shared_rows = None
+                moves = numpy.repeat(moves[:, :, None], batch, 2)
+                table = numpy.empty_like(moves)
+                tables.append((tag_slice, predecessors, shared_rows, moves, torch.from_numpy(moves), table, torch.from_numpy(table)))
             for i in range(1, length):
                 before, row = score_rows[i - 1], score_rows[i]
-                for tag_slice, predecessors, moves, table in tables:
-                    before.take(predecessors, 0, table)  # (K, J, B)
-                    table += moves
+                for tag_slice, predecessors, shared_rows, moves, torch_moves, table, torch_table in tables:
+                    if shared_rows is None:
+                        before.take(predecessors, 0, table)  # (K, J, B)
+                        table += moves
+                    else:
+                        torch.add(shared_rows[i - 1], torch_moves, out=torch_table)
                     maximum(table, 0, None, row[tag_slice])
                 row += step_rows[i]
     rows = numpy.arange(batch)
@@ -518,20 +682,18 @@ def viterbi_numpy(
     tag = final.argmax(1)
     best = numpy.where(lengths > 0, final[rows, tag], 0).astype(scores.dtype)
 
-    back = numpy.ascontiguousarray(scores.transpose(0, 2, 1))  # (L, B, T_prev)
-    inbound = numpy.ascontiguousarray(transitions.T)  # (T_next, T_prev)
-    work = numpy.empty((batch, num_tags), scores.dtype)
+    work = numpy.empty((num_tags, batch), scores.dtype)  # (T_prev, B)
     path = numpy.zeros((length, batch), numpy.intp)
     path[last, rows] = tag
     ending_at = {}
     for row, n in enumerate(last.tolist()):
         ending_at.setdefault(n, []).append(row)
-    back_rows, path_rows = list(back), list(path)
+    path_rows = list(path)
     with numpy.errstate(invalid="ignore", over="ignore"):
         for i in range(length - 1, 0, -1):
             # Past a sequence's end this traces garbage, until its last token restarts it.
-            numpy.add(back_rows[i - 1], inbound.take(path_rows[i], 0), work)
-            work.argmax(1, path_rows[i - 1])
+            numpy.add(score_rows[i - 1], transitions.take(path_rows[i], 1), work)
+            work.argmax(0, path_rows[i - 1])
             if i - 1 in ending_at:
                 ending = ending_at[i - 1]
                 path[i - 1, ending] = tag[ending]
@@ -540,7 +702,9 @@ def viterbi_numpy(
 
 
 @functools.lru_cache(maxsize=64)  # a CRF's constraints never change: group them once
-def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[slice, Optional[numpy.ndarray]]], numpy.ndarray]:
+def predecessor_groups(
+    allowed_bytes: bytes, num_tags: int
+) -> Tuple[List[Tuple[slice, Union[None, slice, numpy.ndarray]]], numpy.ndarray]:
     """Tags grouped for the Viterbi max by their allowed predecessors (``allowed (T_prev, T_next)``
     bool, passed as its bytes, for the cache).
 
@@ -551,6 +715,11 @@ def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[
     BIO over 18 labels take 37 * 37 + 2 * 36 candidates per token instead of 73 * 73. With every
     move allowed there is one group and ``predecessors`` is None (a dense table). A tag that no
     move reaches keeps every predecessor, as :func:`viterbi_reference` does.
+
+    Where the second group's tags all have the same predecessors (BILUO: O, B-X and U-X all
+    follow O, L-Y and U-Y), ``order`` puts those in one run (the end of the first group and the
+    start of the second) and ``predecessors`` is its slice: the max then reads a view of the
+    scores instead of gathering them.
     """
     allowed = numpy.frombuffer(allowed_bytes, dtype=bool).reshape(num_tags, num_tags)
     counts = allowed.sum(axis=0)
@@ -559,17 +728,25 @@ def predecessor_groups(allowed_bytes: bytes, num_tags: int) -> Tuple[List[Tuple[
     allowed = allowed | (counts == 0)  # unreachable tags: every predecessor, at IMPOSSIBLE
     counts = allowed.sum(axis=0)
     few = counts <= FEW_PREDECESSORS
-    order = numpy.concatenate([numpy.flatnonzero(few), numpy.flatnonzero(~few)])
+    many = numpy.flatnonzero(~few)
+    shared = numpy.zeros(num_tags, dtype=bool)  # the predecessors every tag of the second group has
+    if len(many) and (allowed[:, many] == allowed[:, many[:1]]).all():
+        shared = allowed[:, many[0]]
+    order = numpy.concatenate([numpy.flatnonzero(mask) for mask in (few & ~shared, few & shared, ~few & shared, ~few & ~shared)])
     position = numpy.argsort(order)  # tag -> its index in `order`
     groups, offset = [], 0
-    for members in (order[: few.sum()], order[few.sum() :]):
+    for members, is_second in ((order[: few.sum()], False), (order[few.sum() :], True)):
         if not len(members):
             continue
-        width = counts[members].max()
-        predecessors = numpy.empty((width, len(members)), dtype=numpy.intp)
-        for column, tag in enumerate(members):
-            sources = position[numpy.flatnonzero(allowed[:, tag])]
-            predecessors[:, column] = numpy.resize(sources, width)  # pads by repeating
+        if is_second and shared.any():
+            first = int((few & ~shared).sum())
+            predecessors = slice(first, first + int(shared.sum()))
+        else:
+            width = counts[members].max()
+            predecessors = numpy.empty((width, len(members)), dtype=numpy.intp)
+            for column, tag in enumerate(members):
+                sources = position[numpy.flatnonzero(allowed[:, tag])]
+                predecessors[:, column] = numpy.resize(sources, width)  # pads by repeating
         groups.append((slice(offset, offset + len(members)), predecessors))
         offset += len(members)
     return groups, order

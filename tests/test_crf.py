@@ -558,6 +558,51 @@ def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
         check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
+@pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
+@pytest.mark.parametrize("scale", [2.0, 40.0, 300.0, 1000.0])
+@pytest.mark.parametrize("block", ["none", "inside", "preset"])
+def test_forward_backward_scaled_where_it_vouches_and_redone_elsewhere(scheme, labels, scale, block):
+    """The probability-space kernel equals the log-space one (the same numbers, not just the same
+    probabilities) on every sequence it marks exact, blocked (IMPOSSIBLE) tags included; the
+    others are redone, and the combination matches the reference.
+
+    Blocked tags as the component makes them: ``inside``, I-X at random tokens (B-X still reaches
+    what follows); ``preset``, every tag but the best path's at a third of the tokens (a doc's own
+    entities), so that some sums are fed by no allowed path at all."""
+    crf, tag_list = make_crf(scheme, labels, seed=9)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=9, scale=scale, pad_value=float("nan"))
+    scores = crf.constrained_scores()
+    gen = torch.Generator().manual_seed(9)
+    blocked = torch.zeros(emissions.shape, dtype=torch.bool)
+    if block == "inside":
+        inside = torch.tensor([tag.startswith("I-") for tag in tag_list])
+        blocked = (torch.rand(emissions.shape, generator=gen) < 0.3) & inside
+    elif block == "preset":
+        _, path = kernels.viterbi_reference(emissions, mask, *scores)
+        forced = (torch.rand(mask.shape, generator=gen) < 0.3).unsqueeze(2)
+        blocked = forced & (torch.arange(crf.num_tags) != path.clamp(min=0).unsqueeze(2))
+    blocked &= mask.unsqueeze(2)
+    emissions = emissions.masked_fill(blocked, IMPOSSIBLE)
+    args = (emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    alpha, beta, log_norms, exact = kernels.forward_backward_scaled(*args)
+    log_alpha, log_beta, log_log_norms = kernels.forward_backward_log_numpy(*args)
+    assert blocked.any() == (block != "none")
+    if scale <= 40.0:
+        assert exact.all()  # blocked tags included
+    if scale >= 300.0:
+        assert not exact.all()  # the log-space kernel redoes some
+    numpy.testing.assert_allclose(log_norms[exact], log_log_norms[exact], rtol=1e-12, atol=1e-8)
+    for got, expected in ((alpha, log_alpha), (beta, log_beta)):
+        # Entries no allowed path reaches are IMPOSSIBLE-level in both, not equal: compared as
+        # probabilities (0) through the checks below.
+        possible = expected[exact] > IMPOSSIBLE / 2
+        numpy.testing.assert_allclose(got[exact][possible], expected[exact][possible], rtol=1e-12, atol=1e-8)
+        assert (got[exact][~possible] < IMPOSSIBLE / 2).all()
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    fast = kernels.Posteriors(*map(torch.from_numpy, kernels.forward_backward_numpy(*args)))
+    check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
+
+
 def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
     """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
     torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
@@ -711,3 +756,31 @@ def test_one_intra_op_thread_restores_the_callers_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(outside)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_viterbi_numpy_grouped_predecessors_shared_or_gathered(shared):
+    """The grouped max reads a slice where the second group's tags share their predecessors
+    (BILUO) and gathers them where they do not (random constraints); both equal the reference."""
+    if shared:
+        crf, _ = make_crf("BILUO", [f"L{i}" for i in range(6)], seed=10)
+    else:
+        gen = torch.Generator().manual_seed(10)
+        allowed = torch.rand((25, 25), generator=gen) < 0.5
+        allowed[:, :3] &= torch.rand((25, 3), generator=gen) < 0.1  # a few tags with few predecessors
+        crf = ConstrainedCRF(25, torch.ones(25, dtype=torch.bool), allowed, torch.ones(25, dtype=torch.bool)).double()
+        with torch.no_grad():
+            crf.transitions.normal_(generator=gen)
+    scores = [s.detach() for s in crf.constrained_scores()]
+    allowed = (scores[1] > IMPOSSIBLE / 2).numpy()
+    groups, _ = kernels.predecessor_groups(allowed.tobytes(), len(allowed))
+    assert len(groups) == 2 and isinstance(groups[1][1], slice) == shared
+    emissions, mask = make_batch(crf.num_tags, [30, 0, 17, 1, 30], seed=10, scale=3.0)
+    expected, expected_tags = kernels.viterbi_reference(emissions, mask, *scores)
+    best, tags = kernels.viterbi_numpy(emissions.numpy(), mask.sum(1).numpy(), *(s.numpy() for s in scores))
+    torch.testing.assert_close(torch.from_numpy(best), expected)
+    for b in range(len(mask)):
+        n = int(mask[b].sum())
+        path = torch.from_numpy(tags[b, :n])
+        assert allowed[path[:-1], path[1:]].all()
+        assert path_score(crf, emissions[b], path) == pytest.approx(path_score(crf, emissions[b], expected_tags[b, :n]), abs=1e-9)
