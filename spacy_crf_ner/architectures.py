@@ -4,15 +4,10 @@ from typing import List, Optional, Sequence
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Linear, Model, chain, with_array, zero_init
+from thinc.api import Linear, Model, chain, with_array
 from thinc.types import Floats2d
 
 from .layers import CRFShim, build_crf_layer, get_crf
-
-# The initial emission score of ``O`` (tag 0), every other score and every CRF score starting at
-# 0: any positive value makes the all-``O`` path the only best one, so an untrained model
-# predicts no entities (as spaCy's untrained ``ner`` does); 1 is small next to trained scores.
-INITIAL_OUTSIDE_SCORE = 1.0
 
 
 @registry.architectures("spacy-crf-ner.CRFTagger.v1")
@@ -31,8 +26,10 @@ def build_crf_tagger(
     nO: the number of tags, usually left unset and inferred from the labels at initialize.
     """
     width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    # Zero weights, as spaCy's tagger: the emissions start at the initial biases only.
-    output = Linear(nO=nO, nI=width, init_W=zero_init)
+    # Random (Glorot) weights, not zeros: with zero weights the encoder gets no gradient until
+    # they grow, and a transformer at ~5e-5 then learns nothing in 100 steps (dev F1 0 against
+    # 0.93 on the demo corpus). A fresh component is kept quiet by its untrained labels instead.
+    output = Linear(nO=nO, nI=width)
     emission = chain(tok2vec, with_array(output))
     crf = build_crf_layer()
     return Model(
@@ -55,7 +52,6 @@ def _init(model: Model, X=None, Y=None) -> Model:
     if output.has_dim("nO") is not True:
         output.set_dim("nO", n_tags)
     model.layers[0].initialize(X=X)
-    output.get_param("b")[0] = INITIAL_OUTSIDE_SCORE
     model.get_ref("crf").initialize()
     return model
 
@@ -65,7 +61,7 @@ def replace_output_layer(model: Model, n_tags: int) -> Model:
     A new object, so that optimizers keep no moments of the old one's shape for it."""
     old_output = model.get_ref("output")
     width = old_output.get_dim("nI") if old_output.has_dim("nI") else None
-    output = Linear(nO=n_tags, nI=width, init_W=zero_init)
+    output = Linear(nO=n_tags, nI=width)
     emission = model.layers[0]  # chain(tok2vec, with_array(output))
     emission.layers[-1].layers[0] = output
     for layer in (model, emission, emission.layers[-1]):

@@ -112,9 +112,9 @@ def _init_crf(model: Model, X=None, Y=None) -> Model:
     if model.attrs["constrained"]:
         masks = [torch.from_numpy(m) for m in transition_constraints(tags, model.attrs["scheme"])]
     crf = ConstrainedCRF(len(tags), *masks)
-    # Zero scores, not torchcrf's random ones: with the emission layer's initial weights
-    # (architectures.py) an untrained model then predicts no entities. With use_crf=False the
-    # component trains them at rate 0, so they stay zero.
+    # Zero scores, not torchcrf's random ones: the transitions start neutral and learn at their
+    # own rate; with use_crf=False the component trains them at rate 0, so they stay zero (a
+    # softmax head).
     for param in crf.parameters():
         torch.nn.init.zeros_(param)
     model.shims[0]._model = crf.to(get_torch_default_device())

@@ -265,6 +265,9 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model.set_dim("nO", len(self.tags), force=True)
         doc_sample = [eg.reference for eg in islice(get_examples(), 10)]
         self.model.initialize(X=doc_sample)
+        # A fresh model predicts no entities (as its random emission weights would) until its
+        # first update: its labels' tags stay out of decoding until then.
+        self.cfg["untrained_labels"] = list(self.labels)
 
     def update(
         self,
