@@ -6,6 +6,7 @@ on the selection dev set (model-best) then scored on the evaluation split with `
 
     python bench/accuracy.py --resume                 # run what is missing (hours), then report
     python bench/accuracy.py --report-only            # table + figure from the finished runs
+    python bench/accuracy.py --calibrate-runs         # ece_calibrated for runs finished without it
     python bench/accuracy.py --quick                  # a few minutes, to check the script
     python bench/accuracy.py --encoders cnn --datasets wnut17 --systems crf,ner --seeds 1 --resume
 
@@ -21,7 +22,7 @@ Systems (`--systems`, comma-separated):
                   the same with the transformer frozen (trf only): only the head trains
 
 Encoders: `cnn` = configs/crf_ner_cnn.cfg (hash-embed CNN tok2vec, no static vectors), `trf` =
-configs/crf_ner_trf.cfg with the offline MiniLM (scripts/find_transformer.py).
+configs/crf_ner_trf.cfg with the offline MiniLM (`spacy_crf_ner.runtime.find_transformer`).
 
 Data (read from --data-dir, converted with scripts/convert.py, 10 sentences a document, into
 --work-dir; nothing is copied into the repository):
@@ -45,15 +46,16 @@ Each finished run is one file, bench/results/accuracy/runs/ENCODER-DATASET-SYSTE
 (committed): scores, per-label F1, invalid sequences, train time, steps, the dev-F1-vs-step curve,
 torch threads and load, and a 100-bin histogram of the predicted entities' confidences (count, sum
 of confidence, number correct; correct = exact span and label) from which the 10-bin ECE is exact.
-The model-best of every crf_ner run is kept under bench/results/tmp/models/RUN (ignored), so that
-calibration can be fitted later (on the run's selection dev set, `protocol.data.select.path`); such a
-pass adds `ece_calibrated` (10-bin ECE on the scored split after calibration) to the run file and
-the table shows it under "ECE after". `--resume` skips the runs whose file exists (and refuses one made
+Every crf_ner run (crf, crf_m1, softmax) is then calibrated as a user would
+(`CRFEntityRecognizer.calibrate`: temperature fitted on the run's selection dev set, never on the
+scored split), and `ece_calibrated` is the 10-bin ECE on the scored split at that temperature
+(`calibration_fit`: the fit). The model-best of every crf_ner run is kept under
+bench/results/tmp/models/RUN (ignored); `--calibrate-runs` calibrates the runs finished before
+calibration was part of a run. `--resume` skips the runs whose file exists (and refuses one made
 under another protocol); `--report-only` renders bench/results/accuracy.{md,json,png} from the
 run files.
 """
 import argparse
-import copy
 import datetime
 import gc
 import json
@@ -72,7 +74,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, machine_info, ner_peer_config, read_sentences, set_torch_threads, threads_from_argv, write_report,
+    command_line, machine_info, ner_peer_config, read_sentences, set_dotted, set_torch_threads, threads_from_argv,
+    write_report,
 )
 
 THREADS = threads_from_argv(sys.argv)
@@ -88,7 +91,9 @@ from thinc.api import Config  # noqa: E402
 
 
 import spacy_crf_ner  # noqa: E402,F401  (registers the factory and architectures)
+from spacy_crf_ner.calibration import entity_confidences_at, held_out_entities  # noqa: E402
 from spacy_crf_ner.convert import convert_file  # noqa: E402
+from spacy_crf_ner.runtime import find_transformer  # noqa: E402
 from spacy_crf_ner.scoring import expected_calibration_error  # noqa: E402
 from spacy_crf_ner.tags import is_valid  # noqa: E402
 
@@ -165,14 +170,6 @@ def prepare_data(args, dataset: str, encoder: str) -> Dict[str, Dict[str, Any]]:
 
 
 # -- configs ----------------------------------------------------------------------------------
-
-def set_dotted(cfg: Dict, key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[last] = copy.deepcopy(value)
-
 
 def write_peer_configs() -> None:
     """bench/configs/ner_{cnn,trf}.cfg: the generated peers, for reading (regenerated each run)."""
@@ -300,6 +297,39 @@ def ece_from_histogram(hist: Dict[str, List], n_bins: int = ECE_BINS) -> Optiona
     return ece
 
 
+def gold_tokenised(nlp, path: str) -> List[Example]:
+    """The corpus at ``path`` as examples whose predicted docs carry the gold tokenisation (and
+    nothing else), so that every system is scored on the same tokens."""
+    return [Example(Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]), doc)
+            for doc in DocBin().from_disk(path).get_docs(nlp.vocab)]
+
+
+def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
+    """Calibrate a crf_ner run's model-best as a user would (``CRFEntityRecognizer.calibrate``)
+    on the run's selection dev set, the data model-best was chosen on, never the split scored;
+    then the 10-bin ECE of the scored split's predicted entities at the fitted temperature
+    (``ece_calibrated``). ``calibration_fit`` keeps the fit's own numbers and the scored split's
+    ECE recomputed at the old temperature, which must equal the run's ``ece``."""
+    ner = nlp.get_pipe("crf_ner")
+    ner.cfg["overwrite_ents"] = False
+    fit = ner.calibrate(gold_tokenised(nlp, data["select"]["path"]), nlp=nlp)
+    batches = held_out_entities(ner, gold_tokenised(nlp, data["eval"]["path"]), nlp=nlp)
+    correct = [ok for batch in batches for ok in batch.correct]
+
+    def ece_at(temperature: float) -> float:
+        confidences = entity_confidences_at(ner.crf, batches, ner.tags, ner.cfg["scheme"], temperature)
+        return expected_calibration_error(confidences, correct, n_bins=ECE_BINS)["ece"]
+
+    return {
+        "ece_calibrated": ece_at(fit["temperature"]),
+        "calibration_fit": {
+            **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities",
+                                   "ece_before", "ece_after")},
+            "fitted_on": data["select"]["path"], "ece_at_previous_temperature": ece_at(fit["previous_temperature"]),
+        },
+    }
+
+
 def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict, budget: Dict) -> Dict[str, Any]:
     config, overrides = system_config(args, encoder, system, seed, data, budget)
     rid = run_id(encoder, dataset, system, seed)
@@ -321,10 +351,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
     nlp = spacy.load(out_dir / "model-best")
     if "crf_ner" in nlp.pipe_names:
         nlp.get_pipe("crf_ner").cfg["confidences"] = True
-    eval_docs = list(DocBin().from_disk(data["eval"]["path"]).get_docs(nlp.vocab))
-    # the gold tokenisation, so every system is scored on the same tokens
-    examples = [Example(Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]), doc)
-                for doc in eval_docs]
+    examples = gold_tokenised(nlp, data["eval"]["path"])
     t1 = time.perf_counter()
     scorer = CapturingScorer(nlp=nlp)
     scores = nlp.evaluate(examples, scorer=scorer)
@@ -369,7 +396,8 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
         record["mce"] = cal["mce"]
         record["calibration"] = {k: cal[k] for k in ("n_entities", "accuracy", "mean_confidence")}
         record["confidence_histogram"] = confidence_histogram(conf, correct)
-    del nlp, examples, eval_docs
+        record.update(calibrate_run(nlp, data))
+    del nlp, examples
     gc.collect()
     if not keep:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -424,7 +452,9 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
         inv = (fmt([r["invalid_sequences"] for r in rs], 1.0, 0) + f" of {rs[0]['sequences']}"
                if "invalid_sequences" in rs[0] else "–")
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
-        ece_after = fmt([r.get("ece_calibrated") for r in rs], 1.0, 3) if "ece_calibrated" in rs[0] else "–"
+        calibrated = [r["ece_calibrated"] for r in rs if "ece_calibrated" in r]
+        ece_after = (fmt(calibrated, 1.0, 3) + ("" if len(calibrated) == n else f" ({len(calibrated)} seeds)")
+                     if calibrated else "–")
         to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
         steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
@@ -432,7 +462,7 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
             f"{fmt([r['ents_p'] for r in rs])} | {fmt([r['ents_r'] for r in rs])} | {ece} | {ece_after} | {inv} | "
             f"{to90} | {steps} | {fmt([r['train_s'] for r in rs], 1 / 60, 0)} |")
         rows.append({"encoder": enc, "dataset": ds, "system": system, "seeds": [r["seed"] for r in rs],
-                     **{k: mean_sd([r.get(k) for r in rs])[:2] for k in ("ents_f", "ents_p", "ents_r", "ece", "train_s")}})
+                     **{k: mean_sd([r.get(k) for r in rs])[:2] for k in ("ents_f", "ents_p", "ents_r", "ece", "ece_calibrated", "train_s")}})
     per_label = ["", "Per-label F1 (mean ± sd over seeds):", ""]
     for ds in DATASETS:
         keys = [k for k in sorted(groups, key=cell_order) if k[1] == ds]
@@ -568,6 +598,38 @@ def report(runs_dir: Path, stem: Path, command: str) -> str:
                         meta, body, {"summary": rows, "runs": [r["id"] for r in runs]})
 
 
+def write_run(path: Path, record: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf8")
+    tmp.replace(path)  # a run file is whole or absent
+
+
+def calibrate_finished_runs(args, command: str) -> None:
+    """The calibration of :func:`calibrate_run` for finished runs made before it was part of a
+    run: each run's kept model-best, on its own data (rebuilt as the run built it)."""
+    data: Dict[Tuple[str, str], Dict] = {}
+    for path in sorted(args.runs_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "ece_calibrated" in record or not record.get("model_best"):
+            continue
+        model = ROOT / record["model_best"]
+        if not model.is_dir():
+            print(f"{record['id']}: {model} is gone; not calibrated", flush=True)
+            continue
+        key = (record["encoder"], record["dataset"])
+        if key not in data:
+            data[key] = prepare_data(args, key[1], key[0])
+        nlp = spacy.load(model)
+        record.update(calibrate_run(nlp, data[key]))
+        fit = record["calibration_fit"]
+        print(f"{record['id']}: T {fit['temperature']:.3f}  ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f}"
+              f"  (recomputed before: {fit['ece_at_previous_temperature']:.4f})", flush=True)
+        write_run(path, record)
+        del nlp
+        gc.collect()
+    print(report(args.runs_dir, RESULTS / "accuracy", command))
+
+
 # -- main -------------------------------------------------------------------------------------
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -588,6 +650,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny data and budgets, nothing written to the results")
     p.add_argument("--resume", action="store_true", help="skip the runs whose file exists")
     p.add_argument("--report-only", action="store_true", help="render the report from the run files")
+    p.add_argument("--calibrate-runs", action="store_true",
+                   help="add ece_calibrated to the finished crf_ner runs that lack it and whose model-best is kept, then report")
     args = p.parse_args(argv)
     set_torch_threads(args.threads)
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
@@ -596,7 +660,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     args.data_dir = args.data_dir.resolve()
     if args.transformer is None:
-        from find_transformer import find_transformer
         args.transformer = find_transformer()
     args.runs_dir, args.models_dir = RUNS_DIR, MODELS_DIR
     if args.quick:  # a check, not a result: keep it out of bench/results
@@ -612,6 +675,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bad:
             p.error(f"unknown {name}(s) {bad}; choose from {list(allowed)}")
     budgets = {enc: {**BUDGETS[enc], **(QUICK_BUDGETS[enc] if args.quick else {})} for enc in CONFIGS}
+    if args.calibrate_runs:
+        calibrate_finished_runs(args, command)
+        return 0
     write_peer_configs()
     cells = [(enc, ds, system) for enc in encoders for ds in datasets for system in systems
              if enc == "trf" or system not in FROZEN]
@@ -649,9 +715,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"steps {record['steps']} (best {record['best_step']})"
               + (f"  ECE {record['ece']}  invalid {record['invalid_sequences']}/{record['sequences']}" if "ece" in record else "")
               + f"  train {record['train_s']}s eval {record['eval_s']}s", flush=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf8")
-        tmp.replace(path)  # a run file is whole or absent
+        write_run(path, record)
         report(args.runs_dir, stem, command)  # the table grows run by run
     print(report(args.runs_dir, stem, command))
     return 0

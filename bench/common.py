@@ -82,6 +82,16 @@ def ner_peer_config(cfg: Config, encoder: str) -> Config:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def set_dotted(cfg: Dict, key: str, value: Any) -> None:
+    """``cfg["a"]["b"]["c"] = value`` for ``key = "a.b.c"`` (a copy of ``value``, so that configs
+    never share a mutable value)."""
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = copy.deepcopy(value)
+
+
 def threads_from_argv(argv: List[str], default: int = 1) -> int:
     """``--threads N`` from the command line, read before torch is imported: the BLAS pools read
     their environment variables at import, so they are set here (unless already set) and torch's

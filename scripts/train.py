@@ -31,9 +31,7 @@ from typing import Dict, List, Tuple
 
 from spacy import util
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from find_transformer import find_transformer  # noqa: E402
-from gpu import resolve_gpu  # noqa: E402
+from spacy_crf_ner.runtime import find_transformer, resolve_gpu
 
 
 def parse_args(argv: List[str]) -> Tuple[argparse.Namespace, List[str]]:
@@ -103,8 +101,11 @@ def build_overrides(cfg, args: argparse.Namespace) -> Tuple[Dict[str, str], Dict
 def main(argv: List[str]) -> int:
     args, extra = parse_args(argv)
     cfg = util.load_config(args.config, interpolate=False)
-    overrides, env = build_overrides(cfg, args)
-    gpu = resolve_gpu(args.gpu)
+    try:
+        overrides, env = build_overrides(cfg, args)
+        gpu = resolve_gpu(args.gpu)
+    except (ImportError, FileNotFoundError, ValueError) as err:  # no offline transformer, a bad gpu value
+        raise SystemExit(str(err))
     command = [sys.executable, "-m", "spacy", "train", str(args.config), "--output", str(args.output),
                "--gpu-id", str(gpu)]
     for key, value in overrides.items():

