@@ -80,6 +80,7 @@ from common import (  # noqa: E402
 
 THREADS = threads_from_argv(sys.argv)
 
+import numpy  # noqa: E402
 import spacy  # noqa: E402
 from spacy.scorer import Scorer  # noqa: E402
 from spacy.tokens import Doc, DocBin  # noqa: E402
@@ -91,7 +92,7 @@ from thinc.api import Config  # noqa: E402
 
 
 import spacy_crf_ner  # noqa: E402,F401  (registers the factory and architectures)
-from spacy_crf_ner.calibration import entity_confidences_at, held_out_entities  # noqa: E402
+from spacy_crf_ner.calibration import entity_confidences_at, fit_temperature, held_out_entities  # noqa: E402
 from spacy_crf_ner.convert import convert_file  # noqa: E402
 from spacy_crf_ner.runtime import find_transformer  # noqa: E402
 from spacy_crf_ner.scoring import expected_calibration_error  # noqa: E402
@@ -304,28 +305,67 @@ def gold_tokenised(nlp, path: str) -> List[Example]:
             for doc in DocBin().from_disk(path).get_docs(nlp.vocab)]
 
 
+# Simulated outcomes for the ECE a perfectly calibrated model would show on the same confidences:
+# enough draws that the mean moves in the fourth decimal only.
+NOISE_FLOOR_DRAWS = 200
+# What calibrate_run adds to a run file: a run made with fewer (an older version) is recalibrated.
+CALIBRATION_KEYS = {"ece_calibrated", "ece_crossfit", "ece_noise_floor", "calibration_fit"}
+
+
+def ece_noise_floor(confidences: numpy.ndarray, seed: int = 0) -> float:
+    """The mean 10-bin ECE of ``confidences`` against outcomes drawn as Bernoulli(confidence),
+    i.e. of a perfectly calibrated model with these confidences: what a finite number of
+    entities shows as ECE by chance alone (large for WNUT-17's few hundred entities)."""
+    rng = numpy.random.default_rng(seed)
+    return float(numpy.mean([
+        expected_calibration_error(confidences, rng.random(len(confidences)) < confidences, n_bins=ECE_BINS)["ece"]
+        for _ in range(NOISE_FLOOR_DRAWS)
+    ]))
+
+
 def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
     """Calibrate a crf_ner run's model-best as a user would (``CRFEntityRecognizer.calibrate``)
     on the run's selection dev set, the data model-best was chosen on, never the split scored;
     then the 10-bin ECE of the scored split's predicted entities at the fitted temperature
     (``ece_calibrated``). ``calibration_fit`` keeps the fit's own numbers and the scored split's
-    ECE recomputed at the old temperature, which must equal the run's ``ece``."""
+    ECE recomputed at the old temperature (float64; the run's ``ece`` is from the stored float32
+    scores, so the two may differ by an entity changing bin).
+
+    ``ece_noise_floor``: the ECE a perfectly calibrated model with the calibrated confidences
+    would show on this many entities, by chance alone.
+
+    ``ece_crossfit``: the scored split's ECE when the temperature is fitted on data of its own
+    distribution, though never on the entities scored: its docs in two halves (even and odd
+    positions), each scored at the temperature fitted on the other. Where it is far below
+    ``ece_calibrated``, the selection set's distribution differs from the scored split's."""
     ner = nlp.get_pipe("crf_ner")
     ner.cfg["overwrite_ents"] = False
+    tags, scheme = ner.tags, ner.cfg["scheme"]
     fit = ner.calibrate(gold_tokenised(nlp, data["select"]["path"]), nlp=nlp)
-    batches = held_out_entities(ner, gold_tokenised(nlp, data["eval"]["path"]), nlp=nlp)
-    correct = [ok for batch in batches for ok in batch.correct]
+    scored = gold_tokenised(nlp, data["eval"]["path"])
+    halves = [held_out_entities(ner, scored[half::2], nlp=nlp) for half in (0, 1)]
 
-    def ece_at(temperature: float) -> float:
-        confidences = entity_confidences_at(ner.crf, batches, ner.tags, ner.cfg["scheme"], temperature)
-        return expected_calibration_error(confidences, correct, n_bins=ECE_BINS)["ece"]
+    correct = [ok for batches in halves for batch in batches for ok in batch.correct]
 
+    def confidences_at(temperatures: List[float]) -> numpy.ndarray:
+        """``(N,)`` the scored split's entity probabilities, half ``i`` at ``temperatures[i]``."""
+        return numpy.concatenate([entity_confidences_at(ner.crf, batches, tags, scheme, t)
+                                  for batches, t in zip(halves, temperatures)])
+
+    def ece_at(temperatures: List[float]) -> float:
+        return expected_calibration_error(confidences_at(temperatures), correct, n_bins=ECE_BINS)["ece"]
+
+    crossfit = [fit_temperature(ner.crf, batches, tags, scheme)["temperature"] for batches in halves]
     return {
-        "ece_calibrated": ece_at(fit["temperature"]),
+        "ece_calibrated": ece_at([fit["temperature"]] * 2),
+        "ece_noise_floor": ece_noise_floor(confidences_at([fit["temperature"]] * 2)),
+        "ece_crossfit": ece_at(crossfit[::-1]),
         "calibration_fit": {
             **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities",
                                    "ece_before", "ece_after")},
-            "fitted_on": data["select"]["path"], "ece_at_previous_temperature": ece_at(fit["previous_temperature"]),
+            "fitted_on": {k: data["select"][k] for k in ("file", "first_sentence", "sentences")},
+            "ece_at_previous_temperature": ece_at([fit["previous_temperature"]] * 2),
+            "crossfit_temperatures": crossfit,
         },
     }
 
@@ -420,6 +460,13 @@ def fmt(values: List[Optional[float]], scale: float = 100.0, digits: int = 1) ->
     return f"{m * scale:.{digits}f}" + (f" ± {s * scale:.{digits}f}" if s is not None else "")
 
 
+def seeds_fmt(values: List[float], n: int) -> str:
+    """ECE mean ± sd, saying how many of the cell's ``n`` seeds have it (a calibration pass may lag)."""
+    if not values:
+        return "–"
+    return fmt(values, 1.0, 3) + ("" if len(values) == n else f" ({len(values)} seeds)")
+
+
 def steps_to_fraction(curve: List[Dict], fraction: float = 0.9) -> Optional[int]:
     """The first evaluated step whose dev F1 reaches ``fraction`` of the run's best dev F1."""
     best = max(c["dev_f"] for c in curve)
@@ -441,8 +488,8 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
     for r in runs:
         groups.setdefault((r["encoder"], r["dataset"], r["system"]), []).append(r)
     rows, lines = [], [
-        "| encoder | data → scored split | system | seeds | F1 | P | R | ECE before | ECE after | invalid seqs | steps to 90% | steps (best) | train min |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| encoder | data → scored split | system | seeds | F1 | P | R | ECE before | ECE after | ECE after (scored split, cross-fitted) | ECE of a calibrated model (noise floor) | invalid seqs | steps to 90% | steps (best) | train min |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in sorted(groups, key=cell_order):
         rs = sorted(groups[key], key=lambda r: r["seed"])
@@ -452,17 +499,16 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
         inv = (fmt([r["invalid_sequences"] for r in rs], 1.0, 0) + f" of {rs[0]['sequences']}"
                if "invalid_sequences" in rs[0] else "–")
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
-        calibrated = [r["ece_calibrated"] for r in rs if "ece_calibrated" in r]
-        ece_after = (fmt(calibrated, 1.0, 3) + ("" if len(calibrated) == n else f" ({len(calibrated)} seeds)")
-                     if calibrated else "–")
+        ece_after, ece_crossfit, ece_floor = (seeds_fmt([r[key] for r in rs if key in r], n)
+                                              for key in ("ece_calibrated", "ece_crossfit", "ece_noise_floor"))
         to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
         steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
             f"| {enc} | {ds} → {rs[0]['split']} | {system} | {seeds} | {fmt([r['ents_f'] for r in rs])} | "
-            f"{fmt([r['ents_p'] for r in rs])} | {fmt([r['ents_r'] for r in rs])} | {ece} | {ece_after} | {inv} | "
+            f"{fmt([r['ents_p'] for r in rs])} | {fmt([r['ents_r'] for r in rs])} | {ece} | {ece_after} | {ece_crossfit} | {ece_floor} | {inv} | "
             f"{to90} | {steps} | {fmt([r['train_s'] for r in rs], 1 / 60, 0)} |")
         rows.append({"encoder": enc, "dataset": ds, "system": system, "seeds": [r["seed"] for r in rs],
-                     **{k: mean_sd([r.get(k) for r in rs])[:2] for k in ("ents_f", "ents_p", "ents_r", "ece", "ece_calibrated", "train_s")}})
+                     **{k: mean_sd([r.get(k) for r in rs])[:2] for k in ("ents_f", "ents_p", "ents_r", "ece", "ece_calibrated", "ece_crossfit", "ece_noise_floor", "train_s")}})
     per_label = ["", "Per-label F1 (mean ± sd over seeds):", ""]
     for ds in DATASETS:
         keys = [k for k in sorted(groups, key=cell_order) if k[1] == ds]
@@ -576,7 +622,11 @@ def report(runs_dir: Path, stem: Path, command: str) -> str:
         f"(no ± with 1 seed; `seeds` says how many of the {SPREAD_SEEDS} planned a cell holds). ECE before: "
         "10-bin expected calibration error of the crf_ner entity probabilities (`doc.spans['crf_ner']`) "
         "against exact-match correctness on the scored split; ECE after: the same after calibration "
-        "(– until a calibration pass has filled it in). Invalid seqs: decoded tag sequences (documents) "
+        "(temperature fitted with `calibrate()` on the run's selection dev set; – until a calibration pass "
+        "has filled it in); cross-fitted: the temperature fitted on one half of the scored split's documents "
+        "and applied to the other, both ways, so no entity is scored at a temperature fitted on it; noise floor: "
+        "the mean ECE of outcomes drawn at the calibrated confidences, what a perfectly calibrated model would show "
+        "on this many entities. Invalid seqs: decoded tag sequences (documents) "
         "that break BILUO, read spaCy's IOB way before scoring. Steps to 90%: the first evaluated step "
         "whose dev F1 reaches 90% of that run's best dev F1. Steps (best): the step training stopped at "
         "and, in brackets, the step of model-best. Train min: training wall time, dev evaluations included. "
@@ -610,7 +660,7 @@ def calibrate_finished_runs(args, command: str) -> None:
     data: Dict[Tuple[str, str], Dict] = {}
     for path in sorted(args.runs_dir.glob("*.json")):
         record = json.loads(path.read_text())
-        if "ece_calibrated" in record or not record.get("model_best"):
+        if CALIBRATION_KEYS <= record.keys() or not record.get("model_best"):
             continue
         model = ROOT / record["model_best"]
         if not model.is_dir():
@@ -623,7 +673,8 @@ def calibrate_finished_runs(args, command: str) -> None:
         record.update(calibrate_run(nlp, data[key]))
         fit = record["calibration_fit"]
         print(f"{record['id']}: T {fit['temperature']:.3f}  ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f}"
-              f"  (recomputed before: {fit['ece_at_previous_temperature']:.4f})", flush=True)
+              f" (cross-fitted {record['ece_crossfit']:.4f}, noise floor {record['ece_noise_floor']:.4f};"
+              f" recomputed before: {fit['ece_at_previous_temperature']:.4f})", flush=True)
         write_run(path, record)
         del nlp
         gc.collect()
@@ -651,7 +702,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--resume", action="store_true", help="skip the runs whose file exists")
     p.add_argument("--report-only", action="store_true", help="render the report from the run files")
     p.add_argument("--calibrate-runs", action="store_true",
-                   help="add ece_calibrated to the finished crf_ner runs that lack it and whose model-best is kept, then report")
+                   help="calibrate the finished crf_ner runs whose model-best is kept and whose file lacks the calibration, then report")
     args = p.parse_args(argv)
     set_torch_threads(args.threads)
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
