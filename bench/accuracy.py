@@ -309,18 +309,18 @@ def gold_tokenised(nlp, path: str) -> List[Example]:
 # enough draws that the mean moves in the fourth decimal only.
 NOISE_FLOOR_DRAWS = 200
 # What calibrate_run adds to a run file: a run made with fewer (an older version) is recalibrated.
-CALIBRATION_KEYS = {"ece_calibrated", "ece_crossfit", "ece_noise_floor", "calibration_fit"}
+CALIBRATION_KEYS = {"ece_calibrated", "ece_crossfit", "ece_noise_floor", "ece_p_calibrated", "calibration_fit"}
 
 
-def ece_noise_floor(confidences: numpy.ndarray, seed: int = 0) -> float:
-    """The mean 10-bin ECE of ``confidences`` against outcomes drawn as Bernoulli(confidence),
-    i.e. of a perfectly calibrated model with these confidences: what a finite number of
-    entities shows as ECE by chance alone (large for WNUT-17's few hundred entities)."""
+def calibrated_model_eces(confidences: numpy.ndarray, seed: int = 0) -> numpy.ndarray:
+    """``(NOISE_FLOOR_DRAWS,)`` the 10-bin ECE of ``confidences`` against outcomes drawn as
+    Bernoulli(confidence), i.e. of a perfectly calibrated model with these confidences: what a
+    finite number of entities shows as ECE by chance alone (large for WNUT-17's few hundred)."""
     rng = numpy.random.default_rng(seed)
-    return float(numpy.mean([
+    return numpy.asarray([
         expected_calibration_error(confidences, rng.random(len(confidences)) < confidences, n_bins=ECE_BINS)["ece"]
         for _ in range(NOISE_FLOOR_DRAWS)
-    ]))
+    ])
 
 
 def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
@@ -331,8 +331,10 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
     ECE recomputed at the old temperature (float64; the run's ``ece`` is from the stored float32
     scores, so the two may differ by an entity changing bin).
 
-    ``ece_noise_floor``: the ECE a perfectly calibrated model with the calibrated confidences
-    would show on this many entities, by chance alone.
+    ``ece_noise_floor``: the mean ECE a perfectly calibrated model with the calibrated confidences
+    would show on this many entities, by chance alone; ``ece_p_calibrated``: the share of such
+    models whose ECE is at least ``ece_calibrated`` (small: the calibrated model is worse than
+    chance explains).
 
     ``ece_crossfit``: the scored split's ECE when the temperature is fitted on data of its own
     distribution, though never on the entities scored: its docs in two halves (even and odd
@@ -356,9 +358,12 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
         return expected_calibration_error(confidences_at(temperatures), correct, n_bins=ECE_BINS)["ece"]
 
     crossfit = [fit_temperature(ner.crf, batches, tags, scheme)["temperature"] for batches in halves]
+    calibrated = ece_at([fit["temperature"]] * 2)
+    chance = calibrated_model_eces(confidences_at([fit["temperature"]] * 2))
     return {
-        "ece_calibrated": ece_at([fit["temperature"]] * 2),
-        "ece_noise_floor": ece_noise_floor(confidences_at([fit["temperature"]] * 2)),
+        "ece_calibrated": calibrated,
+        "ece_noise_floor": float(chance.mean()),
+        "ece_p_calibrated": float((chance >= calibrated).mean()),
         "ece_crossfit": ece_at(crossfit[::-1]),
         "calibration_fit": {
             **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities",
@@ -501,6 +506,9 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
         ece_after, ece_crossfit, ece_floor = (seeds_fmt([r[key] for r in rs if key in r], n)
                                               for key in ("ece_calibrated", "ece_crossfit", "ece_noise_floor"))
+        p_values = [f"{r['ece_p_calibrated']:.2f}" for r in rs if "ece_p_calibrated" in r]
+        if p_values:
+            ece_floor += "; p " + ", ".join(p_values)
         to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
         steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
@@ -626,7 +634,8 @@ def report(runs_dir: Path, stem: Path, command: str) -> str:
         "has filled it in); cross-fitted: the temperature fitted on one half of the scored split's documents "
         "and applied to the other, both ways, so no entity is scored at a temperature fitted on it; noise floor: "
         "the mean ECE of outcomes drawn at the calibrated confidences, what a perfectly calibrated model would show "
-        "on this many entities. Invalid seqs: decoded tag sequences (documents) "
+        "on this many entities, and per seed p, the share of those draws with an ECE at least the calibrated one "
+        "(below 0.05: more miscalibration than chance explains). Invalid seqs: decoded tag sequences (documents) "
         "that break BILUO, read spaCy's IOB way before scoring. Steps to 90%: the first evaluated step "
         "whose dev F1 reaches 90% of that run's best dev F1. Steps (best): the step training stopped at "
         "and, in brackets, the step of model-best. Train min: training wall time, dev evaluations included. "
@@ -673,7 +682,8 @@ def calibrate_finished_runs(args, command: str) -> None:
         record.update(calibrate_run(nlp, data[key]))
         fit = record["calibration_fit"]
         print(f"{record['id']}: T {fit['temperature']:.3f}  ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f}"
-              f" (cross-fitted {record['ece_crossfit']:.4f}, noise floor {record['ece_noise_floor']:.4f};"
+              f" (cross-fitted {record['ece_crossfit']:.4f}, noise floor {record['ece_noise_floor']:.4f},"
+              f" p {record['ece_p_calibrated']:.2f};"
               f" recomputed before: {fit['ece_at_previous_temperature']:.4f})", flush=True)
         write_run(path, record)
         del nlp
