@@ -736,6 +736,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bad:
             p.error(f"unknown {name}(s) {bad}; choose from {list(allowed)}")
     budgets = {enc: {**BUDGETS[enc], **(QUICK_BUDGETS[enc] if args.quick else {})} for enc in CONFIGS}
+    # the commit of the code this process imported: a checkout during a long run must not relabel it
+    code_commit = package_commit()
     if args.calibrate_runs:
         calibrate_finished_runs(args, command)
         return 0
@@ -769,7 +771,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {i}/{len(plan)} {rid} ...", flush=True)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         record = run_one(args, enc, ds, system, seed, data[(enc, ds)], budgets[enc])
-        record.update(id=rid, protocol=protocol, started_at=started, package_commit=package_commit(),
+        record.update(id=rid, protocol=protocol, started_at=started, package_commit=code_commit,
                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       command=command, cpu=machine_info()["cpu"])
         print(f"    {rid}: F1 {record['ents_f']:.4f}  P {record['ents_p']:.4f}  R {record['ents_r']:.4f}  "
