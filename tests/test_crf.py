@@ -218,6 +218,9 @@ def test_span_log_probs_match_brute_force(scheme, labels, seed):
     # Sharing one forward-backward pass gives the same numbers.
     shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.posteriors(emissions, mask))
     torch.testing.assert_close(got, shared)
+    # Without gradients (on CPU: the NumPy kernels), the same numbers.
+    with torch.no_grad():
+        torch.testing.assert_close(crf.span_log_probs(emissions, mask, *args), got.detach(), rtol=0, atol=1e-12)
 
     brute = {}
     for b, n in enumerate(lengths):
@@ -454,6 +457,9 @@ def test_padding_junk_does_not_leak():
                                   torch.tensor([[1, 2]]))
         span.sum().backward()
         assert torch.isfinite(span).all() and torch.isfinite(dirty.grad).all()
+        with torch.no_grad():  # the NumPy kernel
+            queries = (torch.tensor([1, 0, 0]), torch.tensor([0, 2, 3]), torch.tensor([2, 4, 4]), torch.tensor([[1, 2], [3, 4], [1, -1]]))
+            torch.testing.assert_close(crf.span_log_probs(dirty, mask, *queries), crf.span_log_probs(clean, mask, *queries))
         assert torch.equal(crf.kbest(dirty, mask, k=3)[1], crf.kbest(clean, mask, k=3)[1])
 
 
@@ -621,6 +627,38 @@ def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list,
     torch.testing.assert_close(got.exp(), expected.exp(), rtol=0, atol=1e-9)
     likely = expected > -30.0
     torch.testing.assert_close(got[likely], expected[likely], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("scheme,labels", SCHEME_CONFIGS)
+@pytest.mark.parametrize("scale", [2.0, 40.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_span_log_probs_numpy_equals_torch_kernel(scheme, labels, scale, dtype):
+    """The NumPy span kernel gives the torch kernel's numbers on the same posteriors, forbidden
+    next tags or not, with padding full of junk."""
+    crf, tag_list = make_crf(scheme, labels, seed=5, dtype=dtype)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=5, scale=scale, pad_value=float("nan"), dtype=dtype)
+    scores = crf.constrained_scores()
+    with torch.no_grad():
+        posteriors = crf.posteriors(emissions, mask)
+    queries = [
+        (b, label, start, end)
+        for b, n in enumerate(MIXED_LENGTHS)
+        for label in labels
+        for start in range(n)
+        for end in range(start + 1, min(n, start + 5) + 1)
+    ]
+    args = span_query_args(queries, tag_list, scheme)
+    lengths = mask.sum(1).numpy()
+    arrays = [x.detach().numpy() for x in (emissions, *scores)]
+    for forbidden in (args[4], None):
+        expected = kernels.span_log_probs(emissions, mask, *scores, posteriors, *args[:4], forbidden).detach()
+        got = kernels.span_log_probs_numpy(
+            arrays[0], lengths, *arrays[1:], tuple(x.numpy() for x in posteriors), *(x.numpy() for x in args[:4]),
+            None if forbidden is None else forbidden.numpy(),
+        )
+        assert got.dtype == arrays[0].dtype and numpy.isfinite(got).all()
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+        numpy.testing.assert_allclose(got, expected.numpy(), rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)
