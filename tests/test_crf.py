@@ -564,6 +564,41 @@ def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
         check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
+def test_length_groups_split_off_a_long_outlier_only():
+    lengths = numpy.array([5, 300, 0, 7, 5, 6] + [4] * 40)
+    groups = kernels.length_groups(lengths, num_tags=9)
+    assert [g.tolist() for g in groups[:1]] == [[1]]
+    assert sorted(numpy.concatenate(groups).tolist()) == list(range(len(lengths)))
+    assert len(kernels.length_groups(numpy.array([40, 23, 7, 1, 0]), num_tags=9)) == 1
+    assert [g.tolist() for g in kernels.length_groups(numpy.array([3]), 9)] == [[0]]
+
+
+@pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
+@pytest.mark.parametrize("scale", [2.0, 1000.0])
+def test_forward_backward_numpy_in_length_groups_equals_reference(scheme, labels, scale):
+    """A batch with one long document among short ones runs in groups; the numbers are those of
+    one call and of the log-space reference, spans and marginals included."""
+    crf, tag_list = make_crf(scheme, labels, seed=4)
+    lengths = [3, 2, 40, 0, 1, 2] + [3] * 30 + [400]
+    emissions, mask = make_batch(crf.num_tags, lengths, seed=4, scale=scale, pad_value=float("nan"))
+    scores = crf.constrained_scores()
+    args = (emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    assert len(kernels.length_groups(args[1], crf.num_tags)) > 1
+    grouped = kernels.forward_backward_numpy(*args)
+    whole = kernels.forward_backward_scaled(*args)
+    exact = whole[3]
+    for got, expected in zip(grouped, whole[:3]):
+        numpy.testing.assert_allclose(got[exact], expected[exact], rtol=1e-12, atol=1e-9)
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    fast = kernels.Posteriors(*map(torch.from_numpy, grouped))
+    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
+    queries = [(b, labels[0], start, start + 2) for b, n in enumerate(lengths) for start in range(0, n - 1, 7)]
+    span_args = span_query_args(queries, tag_list, scheme)
+    got = kernels.span_log_probs(emissions, mask, *scores, fast, *span_args).exp()
+    torch.testing.assert_close(got, kernels.span_log_probs(emissions, mask, *scores, reference, *span_args).exp(), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
 @pytest.mark.parametrize("scale", [2.0, 40.0, 300.0, 1000.0])
 @pytest.mark.parametrize("block", ["none", "inside", "preset"])
