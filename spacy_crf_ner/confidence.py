@@ -60,7 +60,8 @@ def entity_probabilities(
         posteriors=posteriors,
     )
     probs = log_probs.exp().cpu().numpy().astype("float32")
-    return numpy.split(probs, numpy.cumsum(counts)[:-1])
+    ends = numpy.cumsum(counts).tolist()
+    return [probs[end - count : end] for count, end in zip(counts, ends)]
 
 
 def candidate_entities(marginals: numpy.ndarray, tags: Sequence[str], scheme: str, threshold: float) -> List[Entity]:
