@@ -644,17 +644,23 @@ def test_forward_backward_scaled_where_it_vouches_and_redone_elsewhere(scheme, l
     check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
-def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
-    """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
-    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
-    queries = [
+def mixed_length_spans(labels, longest=4):
+    """``(b, label, start, end)``: every labelled span of up to ``longest`` tokens in a batch of
+    MIXED_LENGTHS."""
+    return [
         (b, label, start, end)
         for b, n in enumerate(MIXED_LENGTHS)
         for label in labels
         for start in range(n)
-        for end in range(start + 1, min(n, start + 4) + 1)
+        for end in range(start + 1, min(n, start + longest) + 1)
     ]
+
+
+def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
+    """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
+    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
+    queries = mixed_length_spans(labels)
     args = span_query_args(queries, tag_list, scheme)
     got = kernels.span_log_probs(emissions, mask, *scores, fast, *args)
     expected = kernels.span_log_probs(emissions, mask, *scores, reference, *args)
@@ -675,13 +681,7 @@ def test_span_log_probs_numpy_equals_torch_kernel(scheme, labels, scale, dtype):
     scores = crf.constrained_scores()
     with torch.no_grad():
         posteriors = crf.posteriors(emissions, mask)
-    queries = [
-        (b, label, start, end)
-        for b, n in enumerate(MIXED_LENGTHS)
-        for label in labels
-        for start in range(n)
-        for end in range(start + 1, min(n, start + 5) + 1)
-    ]
+    queries = mixed_length_spans(labels)
     args = span_query_args(queries, tag_list, scheme)
     lengths = mask.sum(1).numpy()
     arrays = [x.detach().numpy() for x in (emissions, *scores)]
