@@ -28,7 +28,7 @@ Padding: every kernel reads emissions at real tokens only, so whatever padding h
 NaN) reaches neither a result nor a gradient.
 """
 import functools
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -399,25 +399,21 @@ def forward_backward_scaled(
     sums = numpy.ones((length, 2, num_tags, batch))
     norms = numpy.empty((length, 2, 1, batch))
     prob = numpy.ones((2, num_tags, batch))  # work: each pass's probabilities
-    # The backward pass restarts at each sequence's last token from the end scores: at step
-    # L + 1 - n for a sequence of length n >= 2 (its step into token n - 2).
+    # The backward pass restarts at each sequence's last token from the end scores.
     end_factors = numpy.exp(end - end.max())
     restart = end_factors[:, None] * factors[last, :, rows].T  # (T, B)
     restart_norm = restart.max(axis=0)  # (B,)
+    restarts = backward_restarts(lengths, length)
     sum_rows, factor_rows, norm_rows = list(sums), list(step_factors), list(norms)  # views made once
     maximum, multiply, divide, matmul = numpy.maximum.reduce, numpy.multiply, numpy.divide, numpy.matmul
     with numpy.errstate(under="ignore", divide="ignore", invalid="ignore"):
-        restarts = {}  # step -> (columns, their restart probabilities)
-        for n in set(lengths.tolist()) - {0, 1}:
-            columns = numpy.flatnonzero(lengths == n)
-            restarts[length + 1 - n] = (columns, restart[:, columns] / restart_norm[columns])
+        restart /= restart_norm
         multiply(sum_rows[0], factor_rows[0], prob)
         maximum(prob, 1, None, norm_rows[0], True)
         divide(prob, norm_rows[0], prob)
         for i in range(1, length):
             if i in restarts:
-                columns, values = restarts[i]
-                prob[1][:, columns] = values
+                prob[1][:, restarts[i]] = restart[:, restarts[i]]
             matmul(moves, prob, sum_rows[i])
             multiply(sum_rows[i], factor_rows[i], prob)
             maximum(prob, 1, None, norm_rows[i], True)
@@ -436,30 +432,14 @@ def forward_backward_scaled(
         exact = numpy.ones(batch, dtype=bool)
         exact &= ~((lengths > 1) & ~(restart_norm >= SMALLEST_SCALED_SUM))
         exact &= ~(has_next[1:] & ~(norms[-2:0:-1, 1, 0] >= SMALLEST_SCALED_SUM)).any(axis=0)
-        possible = allowed = dead_in = dead_out = None
-        if not sums_in[1:].min(initial=1.0) >= SMALLEST_SCALED_SUM:
-            possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
-            fed = numpy.empty((length - 1, num_tags, batch), dtype=bool)  # some allowed path feeds it
-            reach = possible[0]
-            for i in range(1, length):
-                matmul(allowed.T, reach, fed[i - 1])
-                reach = fed[i - 1] & possible[i]
-            low = ~(sums_in[1:] >= SMALLEST_SCALED_SUM)  # `not >=`: NaN too
-            exact &= ~((low & fed).any(axis=1) & has_next).any(axis=0)
-            dead_in = low & ~fed
-        if not sums_out.min(initial=1.0) >= SMALLEST_SCALED_SUM:
-            if possible is None:
-                possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
-            fed = numpy.empty((length - 1, num_tags, batch), dtype=bool)  # some allowed path follows it
-            can_end = (end > IMPOSSIBLE / 2)[:, None]
-            reach = numpy.repeat(can_end, batch, axis=1)  # (T, B)
-            for i in range(length - 2, -1, -1):
-                reach[:, lengths == i + 2] = can_end  # sequences whose last token is i + 1
-                matmul(allowed, reach & possible[i + 1], fed[i])
-                reach = fed[i].copy()
-            low = ~(sums_out >= SMALLEST_SCALED_SUM)
-            exact &= ~((low & fed).any(axis=1) & has_next).any(axis=0)
-            dead_out = low & ~fed
+        dead_in = dead_out = None
+        smallest = (sums_in[1:].min(initial=1.0), sums_out.min(initial=1.0))  # NaN if any is
+        if not all(value >= SMALLEST_SCALED_SUM for value in smallest):
+            not_impossible = [score > IMPOSSIBLE / 2 for score in (scores, transitions, end)]
+            fed_in, fed_out = fed_by_allowed_paths(*not_impossible, lengths)
+            low_in, low_out = ~(sums_in[1:] >= SMALLEST_SCALED_SUM), ~(sums_out >= SMALLEST_SCALED_SUM)  # NaN too
+            exact &= ~(((low_in & fed_in) | (low_out & fed_out)).any(axis=1) & has_next).any(axis=0)
+            dead_in, dead_out = low_in & ~fed_in, low_out & ~fed_out
 
         alpha = numpy.log(sums_in)  # (L, T, B)
         if dead_in is not None:
@@ -489,6 +469,37 @@ def forward_backward_scaled(
     alpha.transpose(0, 2, 1)[~is_real] = 0.0
     beta.transpose(0, 2, 1)[~is_real] = 0.0
     return alpha.transpose(2, 0, 1), beta.transpose(2, 0, 1), log_norms, exact
+
+
+def backward_restarts(lengths: numpy.ndarray, length: int) -> Dict[int, numpy.ndarray]:
+    """``{step: batch indices}``: the sequences (of ``lengths (B,)``, padded to ``length``) whose
+    backward pass starts at that step of :func:`forward_backward_scaled`'s loop, the step into
+    their second-to-last token (``L + 1 - n`` for length ``n >= 2``)."""
+    return {length + 1 - n: numpy.flatnonzero(lengths == n) for n in set(lengths.tolist()) - {0, 1}}
+
+
+def fed_by_allowed_paths(
+    possible: numpy.ndarray, allowed: numpy.ndarray, can_end: numpy.ndarray, lengths: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Which sums of :func:`forward_backward_scaled` some allowed path feeds: ``(fed_in, fed_out)``,
+    ``(L - 1, T, B)`` bool each, for the forward sums of tokens ``1..L-1`` and the backward sums of
+    tokens ``0..L-2``, from ``possible (L, T, B)`` (the tags whose emission is not IMPOSSIBLE),
+    ``allowed (T_prev, T_next)`` moves and the tags that ``can_end (T,)`` a sequence. Both
+    directions run in one loop, stacked as the sums are."""
+    length, num_tags, batch = possible.shape
+    moves = numpy.stack([allowed.T, allowed])  # (2, T, T)
+    step_possible = numpy.stack([possible, possible[::-1]], axis=1)  # (L, 2, T, B)
+    fed = numpy.zeros((length, 2, num_tags, batch), dtype=bool)
+    reach = numpy.zeros((2, num_tags, batch), dtype=bool)  # work: the tags a path reaches, per direction
+    reach[0] = possible[0]
+    restart = can_end[:, None] & possible[numpy.maximum(lengths - 1, 0), :, numpy.arange(batch)].T  # (T, B)
+    restarts = backward_restarts(lengths, length)
+    for i in range(1, length):
+        if i in restarts:
+            reach[1][:, restarts[i]] = restart[:, restarts[i]]
+        numpy.matmul(moves, reach, fed[i])
+        numpy.logical_and(fed[i], step_possible[i], reach)
+    return fed[1:, 0], fed[:0:-1, 1]
 
 
 def forward_backward_log_numpy(
