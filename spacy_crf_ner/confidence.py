@@ -46,27 +46,22 @@ def entity_probabilities(
     """The probability of each doc's entities. ``emissions (B, L, T)``, ``mask (B, L)``;
     ``entities[b]`` lists doc b's entities; returns one float32 array per doc, in order.
     ``posteriors``: ``crf.posteriors(emissions.double(), mask)``, if already computed."""
-    flat = [(b, ent) for b, doc_ents in enumerate(entities) for ent in doc_ents]
+    counts = [len(doc_ents) for doc_ents in entities]
+    flat = [ent for doc_ents in entities for ent in doc_ents]
     if not flat:
         return [numpy.zeros((0,), dtype="float32") for _ in entities]
-    device = emissions.device
-    paths, forbidden = span_queries([ent for _, ent in flat], tags, scheme)
+    paths, forbidden = span_queries(flat, tags, scheme)  # (N, M), (N, T)
+    bounds = numpy.array([(start, end) for _, start, end in flat], dtype=numpy.int64)  # (N, 2)
+    batch_index = numpy.repeat(numpy.arange(len(entities)), counts)  # (N,)
     log_probs = crf.span_log_probs(
         emissions.double(),
         mask,
-        torch.tensor([b for b, _ in flat], device=device),
-        torch.tensor([ent[1] for _, ent in flat], device=device),
-        torch.tensor([ent[2] for _, ent in flat], device=device),
-        torch.from_numpy(paths).to(device),
-        torch.from_numpy(forbidden).to(device),
+        *(torch.from_numpy(array).to(emissions.device) for array in (batch_index, bounds[:, 0], bounds[:, 1], paths, forbidden)),
         posteriors=posteriors,
     )
     probs = log_probs.exp().cpu().numpy().astype("float32")
-    out, offset = [], 0
-    for doc_ents in entities:
-        out.append(probs[offset : offset + len(doc_ents)])
-        offset += len(doc_ents)
-    return out
+    ends = numpy.cumsum(counts).tolist()
+    return [probs[end - count : end] for count, end in zip(counts, ends)]
 
 
 def candidate_entities(marginals: numpy.ndarray, tags: Sequence[str], scheme: str, threshold: float) -> List[Entity]:

@@ -38,6 +38,7 @@ from .crf_kernels import (
     marginals,
     path_scores,
     span_log_probs,
+    span_log_probs_numpy,
     viterbi_numpy,
     viterbi_reference,
 )
@@ -346,18 +347,34 @@ class ConstrainedCRF(torchcrf.CRF):
         num_queries, width = span_tags.shape
         if num_queries == 0:
             return emissions.new_zeros(0)
+        # Without gradients on CPU, the NumPy kernel: its per-call cost is a fraction of torch's.
+        use_numpy = emissions.is_cpu and not torch.is_grad_enabled()
+        lengths = mask.sum(dim=1)
+        if use_numpy:
+            lengths, batch_index, starts, ends, span_tags = (x.numpy() for x in (lengths, batch_index, starts, ends, span_tags))
         span_length = ends - starts
-        seq_length = mask.sum(dim=1)[batch_index]
         # One host sync per call: a bad query would otherwise silently read padding.
-        if bool(((span_length < 1) | (starts < 0) | (ends > seq_length) | (span_length > width)).any()):
+        if bool(((span_length < 1) | (starts < 0) | (ends > lengths[batch_index]) | (span_length > width)).any()):
             raise ValueError("span queries need 0 <= start < end <= length and end - start <= span_tags.shape[1]")
         if posteriors is None:
             posteriors = self.posteriors(emissions, mask)
         elif not isinstance(posteriors, Posteriors):
             raise TypeError(f"posteriors must come from ConstrainedCRF.posteriors(), got {type(posteriors).__name__}")
-        return span_log_probs(
-            emissions, mask, *self._scores_for(emissions), posteriors, batch_index, starts, ends, span_tags, forbidden_next
+        scores = self._scores_for(emissions)
+        if not use_numpy:
+            return span_log_probs(emissions, mask, *scores, posteriors, batch_index, starts, ends, span_tags, forbidden_next)
+        log_probs = span_log_probs_numpy(
+            emissions.detach().numpy(),
+            lengths,
+            *(score.detach().numpy() for score in scores),
+            tuple(array.detach().numpy() for array in posteriors),
+            batch_index,
+            starts,
+            ends,
+            span_tags,
+            None if forbidden_next is None else forbidden_next.bool().numpy(),
         )
+        return torch.from_numpy(log_probs)
 
     # -- helpers -----------------------------------------------------------------------------
 

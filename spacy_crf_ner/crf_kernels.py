@@ -10,7 +10,8 @@ fast kernel beside it that the tests hold to the reference and to brute force:
   :func:`forward_backward_matmul` (differentiable) and :func:`forward_backward_numpy` (CPU, no
   gradients: :func:`forward_backward_scaled` in probability space, the sequences it cannot vouch
   for redone by :func:`forward_backward_log_numpy`); they give :class:`Posteriors`, which
-  :func:`marginals` and :func:`span_log_probs` read;
+  :func:`marginals` and :func:`span_log_probs` read (:func:`span_log_probs_numpy` on CPU without
+  gradients);
 - Viterbi: :func:`viterbi_reference` (tensor ops only, no host syncs: the one for accelerators);
   fast on CPU: :func:`viterbi_numpy`;
 - k-best (list Viterbi): :func:`kbest_reference` only (rarely called).
@@ -27,7 +28,7 @@ Padding: every kernel reads emissions at real tokens only, so whatever padding h
 NaN) reaches neither a result nor a gradient.
 """
 import functools
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -52,6 +53,13 @@ SMALLEST_EXACT_SUM = torch.finfo(MATMUL_DTYPE).tiny / torch.finfo(MATMUL_DTYPE).
 # less than tiny / this, below eps times any sum the next token builds from it: all its numbers
 # keep full precision. Sequences with a smaller sum are redone in log space.
 SMALLEST_SCALED_SUM = SMALLEST_EXACT_SUM**0.5
+
+# The NumPy forward-backward does about a dozen whole-array passes over its (L, T, B) arrays, padding
+# included, at ~0.02 us per entry; one more call costs ~0.1 ms plus its per-token loop. A batch is
+# split where that spares this many padded (token, tag) entries (~1 ms of passes): one long
+# document among short ones (215 tokens among 64 sentences of at most 27: 8.8 ms in one call, 1.2 ms
+# in two).
+SPLIT_PADDING = 50_000
 
 # On CPU, exp is many times slower on arguments below about -87 (float32 denormals); clamping the
 # shifted terms of a log-space sum at -80 adds at most T * e^-80 to a sum of at least 1 (the
@@ -299,9 +307,20 @@ def forward_backward_numpy(
     of left-aligned sequences of ``lengths (B,)``; returns ``(alpha, beta, log_norms)`` as in
     :class:`Posteriors` (the same numbers as the matrix-product kernel).
 
-    :func:`forward_backward_scaled` runs every sequence; the few it cannot vouch for (a sum that
-    fell below :data:`SMALLEST_SCALED_SUM`) are redone by :func:`forward_backward_log_numpy`."""
-    alpha, beta, log_norms, exact = forward_backward_scaled(emissions, lengths, start, transitions, end)
+    :func:`forward_backward_scaled` runs every sequence, in groups of similar length
+    (:func:`length_groups`); the few it cannot vouch for (a sum that fell below
+    :data:`SMALLEST_SCALED_SUM`) are redone by :func:`forward_backward_log_numpy`."""
+    groups = length_groups(lengths, emissions.shape[2])
+    if len(groups) == 1:
+        alpha, beta, log_norms, exact = forward_backward_scaled(emissions, lengths, start, transitions, end)
+    else:
+        batch, length, num_tags = emissions.shape
+        alpha, beta = numpy.zeros((batch, length, num_tags)), numpy.zeros((batch, length, num_tags))
+        log_norms, exact = numpy.zeros((batch, length + 1)), numpy.empty(batch, dtype=bool)
+        for rows in groups:
+            width = max(int(lengths[rows].max()), 1)
+            found = forward_backward_scaled(emissions[rows, :width], lengths[rows], start, transitions, end)
+            alpha[rows, :width], beta[rows, :width], log_norms[rows, : width + 1], exact[rows] = found
     redo = numpy.flatnonzero(~exact)
     if len(redo):
         length = max(int(lengths[redo].max()), 1)
@@ -312,128 +331,175 @@ def forward_backward_numpy(
     return alpha, beta, log_norms
 
 
+def length_groups(lengths: numpy.ndarray, num_tags: int) -> List[numpy.ndarray]:
+    """The sequences of a batch (``lengths (B,)``) in groups to run separately, longest first,
+    each an array of batch indices: a batch is split where that saves at least
+    :data:`SPLIT_PADDING` padded ``(token, tag)`` entries. Usually one group; a document far
+    longer than the rest of its batch gets its own."""
+    order = numpy.argsort(-lengths, kind="stable")
+    longest_first = lengths[order]
+    groups, first = [], 0
+    while first < len(order):
+        rest = longest_first[first:]
+        # Ending the group before sequence k pads the len(rest) - k sequences from k on to their
+        # own longest instead of rest[0].
+        saved = (rest[0] - rest[1:]) * numpy.arange(len(rest) - 1, 0, -1) * num_tags
+        if not len(saved) or saved.max() < SPLIT_PADDING:
+            groups.append(order[first:])
+            break
+        size = int(saved.argmax()) + 1
+        groups.append(order[first : first + size])
+        first += size
+    return groups
+
+
 def forward_backward_scaled(
     emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray, transitions: numpy.ndarray, end: numpy.ndarray
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """Scaled forward-backward in probability space: ``(alpha, beta, log_norms, exact (B,) bool)``,
     the first three as :func:`forward_backward_numpy` returns them, right where ``exact`` holds.
 
-    Per token, four NumPy calls a pass on ``(B, T)`` arrays: the forward probabilities (each
-    row's largest 1) times ``exp(transitions - shift)``, times the token's emission factors
-    ``exp(emission + shift - best)`` (all tokens' computed in one call), then divided by their
-    largest entry; the backward pass the same way round, scaled by its own largest entry. The
-    logs (alpha, beta, the normalisers) are taken after the loops, from the sums and the
-    emission scores, so a factor that underflows (an IMPOSSIBLE tag) still gets its exact log.
-    ``exact[b]`` is False where a sum of sequence ``b`` that some allowed path feeds fell below
-    :data:`SMALLEST_SCALED_SUM`: its numbers may then have lost precision. Sums that no allowed
-    path feeds (after tags blocked by IMPOSSIBLE emissions) get the log IMPOSSIBLE. Padded positions hold 0 (log_norms: past ``n``).
-    alpha and beta are ``(B, L, T)`` views of ``(L, B, T)`` arrays: one token's rows are contiguous.
+    Both passes run in one loop: step ``i`` takes the forward pass to token ``i`` and the backward
+    pass to token ``L - 1 - i``, in four NumPy calls on ``(2, T, B)`` arrays, each pass the same
+    way: its probabilities (each sequence's largest 1) times the moves ``exp(transitions - shift)``
+    (transposed for the forward pass), times the token's emission factors ``exp(emission + shift -
+    best)`` (all tokens' computed in one call), divided by their largest entry. The backward
+    pass starts again from the end scores at each sequence's last token. Tags run down the rows
+    and sequences along the columns, so the largest entry is an element-wise max over T rows
+    (a max along each of B short rows costs more than the matrix product). The logs (alpha,
+    beta, the normalisers) are taken after the loop, from the sums and the emission scores, so a
+    factor that underflows (an IMPOSSIBLE tag) still gets its exact log.
+
+    ``exact[b]`` is False where a sum or normaliser of sequence ``b`` that some allowed path
+    feeds fell below :data:`SMALLEST_SCALED_SUM`: its numbers may then have lost precision. Sums
+    that no allowed path feeds (after tags blocked by IMPOSSIBLE emissions) get the log
+    IMPOSSIBLE. Padded positions hold 0 (log_norms: past ``n``). alpha and beta are ``(B, L, T)``
+    views of ``(L, T, B)`` arrays.
     """
     batch, length, num_tags = emissions.shape
     is_real = numpy.arange(length)[:, None] < lengths  # (L, B)
+    has_next = is_real[1:]  # (L - 1, B): token i + 1 is real
+    rows = numpy.arange(batch)
+    last = numpy.maximum(lengths - 1, 0)
     shift = transitions.max(axis=0)  # (T_next,): the best move into each tag
     weights = numpy.exp(transitions - shift)  # (T_prev, T_next), each column's largest 1
-    weights_out = numpy.ascontiguousarray(weights.T)  # (T_next, T_prev)
-    # (L, B, T) emission scores (the start scores at token 0) with the shift folded in, padding 0
-    scores = emissions.transpose(1, 0, 2) + shift
-    scores[0] = emissions[:, 0] + start
-    scores[~is_real] = 0.0
-    best = scores.max(axis=2, keepdims=True)  # (L, B, 1)
+    moves = numpy.stack([weights.T, weights])  # (2, T, T): forward sums weights.T @ p, backward weights @ p
+    # (L, T, B) emission scores (the start scores at token 0) with the shift folded in, padding 0
+    scores = numpy.empty((length, num_tags, batch))
+    numpy.add(emissions.transpose(1, 2, 0), shift[:, None], out=scores)
+    scores[0] = (emissions[:, 0] + start).T
+    scores.transpose(0, 2, 1)[~is_real] = 0.0
+    best = scores.max(axis=1, keepdims=True)  # (L, 1, B)
     scores -= best  # the log emission factors, <= 0
     factors = numpy.exp(scores)
-    sums = numpy.empty_like(factors)  # (L, B, T): forward probabilities @ weights, before the factors
-    sums[0] = 1.0
-    norms = numpy.empty((length, batch, 1))  # each token's largest product
-    prob = factors[0].copy()  # (B, T) work row
-    sum_rows, factor_rows, norm_rows = list(sums), list(factors), list(norms)  # views made once
+    step_factors = numpy.stack([factors, factors[::-1]], axis=1)  # (L, 2, T, B): step i's, per pass
+
+    # (L, 2, T, B): at step i, the forward sums (probabilities @ moves, before the factors) of
+    # token i and the backward sums of token L - 1 - i; (L, 2, 1, B) the largest products.
+    sums = numpy.ones((length, 2, num_tags, batch))
+    norms = numpy.empty((length, 2, 1, batch))
+    prob = numpy.ones((2, num_tags, batch))  # work: each pass's probabilities
+    # The backward pass restarts at each sequence's last token from the end scores.
+    end_factors = numpy.exp(end - end.max())
+    restart = end_factors[:, None] * factors[last, :, rows].T  # (T, B)
+    restart_norm = restart.max(axis=0)  # (B,)
+    restarts = backward_restarts(lengths, length)
+    sum_rows, factor_rows, norm_rows = list(sums), list(step_factors), list(norms)  # views made once
     maximum, multiply, divide, matmul = numpy.maximum.reduce, numpy.multiply, numpy.divide, numpy.matmul
     with numpy.errstate(under="ignore", divide="ignore", invalid="ignore"):
-        for i in range(length):
-            if i:
-                matmul(prob, weights, sum_rows[i])
-                multiply(sum_rows[i], factor_rows[i], prob)
+        restart /= restart_norm
+        multiply(sum_rows[0], factor_rows[0], prob)
+        maximum(prob, 1, None, norm_rows[0], True)
+        divide(prob, norm_rows[0], prob)
+        for i in range(1, length):
+            if i in restarts:
+                prob[1][:, restarts[i]] = restart[:, restarts[i]]
+            matmul(moves, prob, sum_rows[i])
+            multiply(sum_rows[i], factor_rows[i], prob)
             maximum(prob, 1, None, norm_rows[i], True)
             divide(prob, norm_rows[i], prob)
 
-        # Backward: prob holds exp(beta - its scale) for token i + 1, restarted at each sequence's end.
-        end_factors = numpy.exp(end - end.max())
-        ending_at = {}
-        for row, n in enumerate(lengths.tolist()):
-            ending_at.setdefault(n - 1, []).append(row)
-        # (L, B, T), the last token's unused: it becomes beta in place (fresh arrays cost page faults)
-        out_sums = numpy.empty_like(sums)
-        out_norms = numpy.empty((length - 1, batch, 1))
-        out_rows, out_norm_rows = list(out_sums), list(out_norms)
-        prob[:] = end_factors
-        for i in range(length - 2, -1, -1):
-            if i + 1 in ending_at:
-                prob[ending_at[i + 1]] = end_factors
-            multiply(factor_rows[i + 1], prob, prob)
-            matmul(prob, weights_out, out_rows[i])
-            maximum(out_rows[i], 1, None, out_norm_rows[i], True)
-            divide(out_rows[i], out_norm_rows[i], prob)
+        # Token order: forward sums and normalisers of tokens 0..L-1; backward sums and
+        # normalisers of tokens 0..L-2 (the backward pass never steps into the last token).
+        sums_in, log_norm = sums[:, 0], numpy.log(norms[:, 0])  # (L, T, B), (L, 1, B)
+        sums_out, log_norm_out = sums[:0:-1, 1], numpy.log(norms[:0:-1, 1, 0])  # (L - 1, T, B), (L - 1, B)
 
         # Sums are of factors <= 1 whose largest is 1. One below SMALLEST_SCALED_SUM is either
         # fed by no allowed path (an IMPOSSIBLE score before it: its log is IMPOSSIBLE, as
-        # MatmulMoves gives such tags) or one that may have lost precision: its sequence is redone.
-        # One pass over all sums first: usually none is that small, padding included.
+        # MatmulMoves gives such tags) or one that may have lost precision: its sequence is
+        # redone. So is one whose backward normaliser (a largest product before any sum is
+        # checked) is that small. One pass over all sums first: usually none is, padding included.
         exact = numpy.ones(batch, dtype=bool)
-        possible = allowed = dead = None
-        if not sums[1:].min(initial=1.0) >= SMALLEST_SCALED_SUM:
-            possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
-            fed = numpy.empty(sums[1:].shape, dtype=bool)  # (L - 1, B, T): some allowed path feeds it
-            reach = possible[0]
-            for i in range(1, length):
-                matmul(reach, allowed, fed[i - 1])
-                reach = fed[i - 1] & possible[i]
-            low = ~(sums[1:] >= SMALLEST_SCALED_SUM)  # `not >=`: NaN too
-            exact &= ~((low & fed).any(axis=2) & is_real[1:]).any(axis=0)
-            dead = low & ~fed
-        log_norm = numpy.log(norms)  # (L, B, 1)
-        alpha = numpy.log(sums, sums)  # (L, B, T); in place from here: these passes are most of the time
-        if dead is not None:
-            alpha[1:][dead] = IMPOSSIBLE
+        exact &= ~((lengths > 1) & ~(restart_norm >= SMALLEST_SCALED_SUM))
+        exact &= ~(has_next[1:] & ~(norms[-2:0:-1, 1, 0] >= SMALLEST_SCALED_SUM)).any(axis=0)
+        dead_in = dead_out = None
+        smallest = (sums_in[1:].min(initial=1.0), sums_out.min(initial=1.0))  # NaN if any is
+        if not all(value >= SMALLEST_SCALED_SUM for value in smallest):
+            not_impossible = [score > IMPOSSIBLE / 2 for score in (scores, transitions, end)]
+            fed_in, fed_out = fed_by_allowed_paths(*not_impossible, lengths)
+            low_in, low_out = ~(sums_in[1:] >= SMALLEST_SCALED_SUM), ~(sums_out >= SMALLEST_SCALED_SUM)  # NaN too
+            exact &= ~(((low_in & fed_in) | (low_out & fed_out)).any(axis=1) & has_next).any(axis=0)
+            dead_in, dead_out = low_in & ~fed_in, low_out & ~fed_out
+
+        alpha = numpy.log(sums_in)  # (L, T, B)
+        if dead_in is not None:
+            alpha[1:][dead_in] = IMPOSSIBLE
         alpha += scores
         alpha -= log_norm
-        rows = numpy.arange(batch)
-        last = numpy.maximum(lengths - 1, 0)
-        closing = numpy.logaddexp.reduce(alpha[last, rows] + end, axis=1)  # (B,)
+        closing = numpy.logaddexp.reduce(alpha[last, :, rows] + end, axis=1)  # (B,)
         closing = numpy.where(lengths > 0, closing, 0.0)
         log_norms = numpy.zeros((batch, length + 1))
-        log_norms[:, :length] = numpy.where(is_real, (log_norm + best)[:, :, 0], 0.0).T
+        log_norms[:, :length] = numpy.where(is_real, (log_norm + best)[:, 0], 0.0).T
         log_norms[rows, lengths] = closing
 
-        # beta = log(out sum) - log_norm[i + 1] + level[i + 1], where level[i] is the log scale of
-        # prob at token i: end.max() - closing at the last token, and going back each token adds
-        # its own scale and takes off the next token's normaliser.
-        has_next = is_real[1:]  # (L - 1, B): token i + 1 is real
-        steps = numpy.where(has_next, numpy.log(out_norms[:, :, 0]) - log_norm[1:, :, 0], 0.0)
+        # beta at token i < n - 1 is log(backward sum) + level[i + 1]: the backward pass's log
+        # scale at token i + 1 less the normalisers N[i + 1..n]. At the last token n - 1 it is
+        # end.max() + log(restart norm) - N[n-1] - N[n]; going back each token adds its backward
+        # normaliser and takes off its forward one (small numbers: no large level cancels).
+        steps = numpy.where(has_next, log_norm_out - log_norm[:-1, 0], 0.0)  # (L - 1, B)
         level = numpy.empty((length, batch))
-        level[:] = end.max() - closing
-        level[:-1] += numpy.cumsum(steps[::-1], axis=0)[::-1]
-        dead = None
-        if not out_sums[:-1].min(initial=1.0) >= SMALLEST_SCALED_SUM:
-            if possible is None:
-                possible, allowed = scores > IMPOSSIBLE / 2, transitions > IMPOSSIBLE / 2
-            fed = numpy.empty(out_sums[:-1].shape, dtype=bool)  # (L - 1, B, T): some allowed path follows it
-            allowed_out = numpy.ascontiguousarray(allowed.T)
-            reach = numpy.repeat((end > IMPOSSIBLE / 2)[None], batch, axis=0)  # (B, T)
-            for i in range(length - 2, -1, -1):
-                if i + 1 in ending_at:
-                    reach[ending_at[i + 1]] = end > IMPOSSIBLE / 2
-                matmul(reach & possible[i + 1], allowed_out, fed[i])
-                reach = fed[i].copy()
-            low = ~(out_sums[:-1] >= SMALLEST_SCALED_SUM)
-            exact &= ~((low & fed).any(axis=2) & has_next).any(axis=0)
-            dead = low & ~fed
-        beta = numpy.log(out_sums, out_sums)
-        if dead is not None:
-            beta[:-1][dead] = IMPOSSIBLE
-        beta[:-1] += (level[1:] - log_norm[1:, :, 0])[:, :, None]
-        beta[last, rows] = end - closing[:, None]
-    alpha[~is_real] = 0.0
-    beta[~is_real] = 0.0
-    return alpha.transpose(1, 0, 2), beta.transpose(1, 0, 2), log_norms, exact
+        level[:] = end.max() + numpy.log(restart_norm) - log_norm[last, 0, rows] - closing
+        level[1:-1] += numpy.cumsum(steps[:0:-1], axis=0)[::-1]
+        beta = numpy.empty((length, num_tags, batch))
+        numpy.log(sums_out, out=beta[:-1])
+        if dead_out is not None:
+            beta[:-1][dead_out] = IMPOSSIBLE
+        beta[:-1] += level[1:, None, :]
+        beta[last, :, rows] = end - closing[:, None]
+    alpha.transpose(0, 2, 1)[~is_real] = 0.0
+    beta.transpose(0, 2, 1)[~is_real] = 0.0
+    return alpha.transpose(2, 0, 1), beta.transpose(2, 0, 1), log_norms, exact
+
+
+def backward_restarts(lengths: numpy.ndarray, length: int) -> Dict[int, numpy.ndarray]:
+    """``{step: batch indices}``: the sequences (of ``lengths (B,)``, padded to ``length``) whose
+    backward pass starts at that step of :func:`forward_backward_scaled`'s loop, the step into
+    their second-to-last token (``L + 1 - n`` for length ``n >= 2``)."""
+    return {length + 1 - n: numpy.flatnonzero(lengths == n) for n in set(lengths.tolist()) - {0, 1}}
+
+
+def fed_by_allowed_paths(
+    possible: numpy.ndarray, allowed: numpy.ndarray, can_end: numpy.ndarray, lengths: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Which sums of :func:`forward_backward_scaled` some allowed path feeds: ``(fed_in, fed_out)``,
+    ``(L - 1, T, B)`` bool each, for the forward sums of tokens ``1..L-1`` and the backward sums of
+    tokens ``0..L-2``, from ``possible (L, T, B)`` (the tags whose emission is not IMPOSSIBLE),
+    ``allowed (T_prev, T_next)`` moves and the tags that ``can_end (T,)`` a sequence. Both
+    directions run in one loop, stacked as the sums are."""
+    length, num_tags, batch = possible.shape
+    moves = numpy.stack([allowed.T, allowed])  # (2, T, T)
+    step_possible = numpy.stack([possible, possible[::-1]], axis=1)  # (L, 2, T, B)
+    fed = numpy.zeros((length, 2, num_tags, batch), dtype=bool)
+    reach = numpy.zeros((2, num_tags, batch), dtype=bool)  # work: the tags a path reaches, per direction
+    reach[0] = possible[0]
+    restart = can_end[:, None] & possible[numpy.maximum(lengths - 1, 0), :, numpy.arange(batch)].T  # (T, B)
+    restarts = backward_restarts(lengths, length)
+    for i in range(1, length):
+        if i in restarts:
+            reach[1][:, restarts[i]] = restart[:, restarts[i]]
+        numpy.matmul(moves, reach, fed[i])
+        numpy.logical_and(fed[i], step_possible[i], reach)
+    return fed[1:, 0], fed[:0:-1, 1]
 
 
 def forward_backward_log_numpy(
@@ -557,6 +623,62 @@ def span_log_probs(
     leave = torch.where(ends == seq_length, end[last], leave)
     return enter + per_token.sum(dim=1) + leave - log_norms[batch_index, ends]
 
+
+
+def span_log_probs_numpy(
+    emissions: numpy.ndarray,
+    lengths: numpy.ndarray,
+    start: numpy.ndarray,
+    transitions: numpy.ndarray,
+    end: numpy.ndarray,
+    posteriors: Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray],
+    batch_index: numpy.ndarray,
+    starts: numpy.ndarray,
+    ends: numpy.ndarray,
+    span_tags: numpy.ndarray,
+    forbidden_next: Optional[numpy.ndarray],
+) -> numpy.ndarray:
+    """:func:`span_log_probs` on arrays, without gradients: ``emissions (B, L, T)`` of
+    left-aligned sequences of ``lengths (B,)``, ``posteriors`` the ``(alpha, beta, log_norms)``
+    arrays of :class:`Posteriors`, the queries as there (``(N,)`` integer arrays, ``span_tags
+    (N, M)``, ``forbidden_next (N, T)`` bool or None). Returns ``(N,)`` in the emissions' dtype.
+
+    The same sums in the same order as the torch kernel, in a few dozen NumPy calls for the whole
+    batch: on CPU, torch's per-call cost was most of the time. Padding is never read into a
+    result: the emissions gathered there are replaced before any arithmetic.
+    """
+    alpha, beta, log_norms = posteriors
+    length = emissions.shape[1]
+    width = span_tags.shape[1]
+    span_length = ends - starts  # (N,)
+    seq_length = lengths[batch_index]
+    offsets = numpy.arange(width)
+
+    inside = offsets < span_length[:, None]  # (N, M): real tokens of the span
+    path = numpy.where(inside, span_tags, 0)
+    positions = numpy.minimum(starts[:, None] + offsets, length - 1)  # (N, M)
+    rows = batch_index[:, None]
+    emitted = numpy.where(inside, emissions[rows, positions, path], 0.0)
+    moved = numpy.zeros_like(emitted)
+    moved[:, 1:] = transitions[path[:, :-1], path[:, 1:]]
+    per_token = numpy.where(inside, emitted + moved - log_norms[rows, positions], 0.0)
+    first = path[:, 0]
+    last = path[numpy.arange(len(path)), span_length - 1]
+
+    # Into the span: every prefix ending at token start-1, or the start score.
+    before = alpha[batch_index, numpy.maximum(starts - 1, 0)]  # (N, T_prev)
+    enter = numpy.logaddexp.reduce(before + transitions[:, first].T, axis=1)
+    enter = numpy.where(starts == 0, start[first], enter)
+
+    # Out of it: every suffix from token `end` on whose first tag is not forbidden, or the end score.
+    ends_inside = ends < seq_length
+    after = numpy.minimum(ends, length - 1)
+    next_emissions = numpy.where(ends_inside[:, None], emissions[batch_index, after], 0.0)  # (N, T_next)
+    if forbidden_next is not None:
+        next_emissions = numpy.where(forbidden_next, IMPOSSIBLE, next_emissions)
+    leave = numpy.logaddexp.reduce(transitions[last] + next_emissions + beta[batch_index, after], axis=1)
+    leave = numpy.where(ends_inside, leave, end[last])
+    return enter + per_token.sum(axis=1) + leave - log_norms[batch_index, ends]
 
 # -- scores of given paths -----------------------------------------------------------------
 

@@ -423,10 +423,10 @@ class CRFEntityRecognizer(TrainablePipe):
                 new = [span for span in predicted if taken.isdisjoint(range(span.start, span.end))]
                 doc.set_ents(preset + new, blocked=[doc[i : i + 1] for i in blocked], default="outside")
             if store:
-                group = [Span(doc, start, end, label=label) for label, start, end in spans]
-                doc.spans[self.spans_key] = SpanGroup(
-                    doc, name=self.spans_key, spans=group, attrs={"scores": [float(p) for p in scores]}
-                )
+                # Without a threshold the group holds the predicted entities themselves (the same
+                # list): their Span objects serve both (each keeps its own copy of the spans).
+                group = predicted if spans is ents else [Span(doc, start, end, label=label) for label, start, end in spans]
+                doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=group, attrs={"scores": scores.tolist()})
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         """The scorer's scores; it gets the span group's key resolved (the cfg has None for

@@ -138,14 +138,30 @@ def span_queries(
 
     Returns ``(span_tags (N, M) int64, forbidden_next (N, T) bool)`` with ``M`` the longest span
     (at least 1) and rows padded with -1, ready for ``torch.from_numpy`` and
-    ``ConstrainedCRF.span_log_probs``.
+    ``ConstrainedCRF.span_log_probs``. Built with array operations (a row per span would cost a
+    Python loop per entity on every batch the component predicts).
     """
+    prefixes = SCHEMES[check_scheme(scheme)]
+    label_ids = {label: i for i, label in enumerate(sorted({label for label, _, _ in spans}))}
     tag_index = {tag: i for i, tag in enumerate(tags)}
-    width = max([end - start for _, start, end in spans], default=1)
-    paths = numpy.full((len(spans), max(width, 1)), -1, dtype=numpy.int64)
+    # (labels, prefixes): the tag index of each prefix of each label, in SCHEMES order (B, I, L, U)
+    label_tags = numpy.array(
+        [[tag_index[f"{p}-{label}"] for p in prefixes] for label in label_ids], dtype=numpy.int64
+    ).reshape(len(label_ids), len(prefixes))
+    label_of = numpy.array([label_ids[label] for label, _, _ in spans], dtype=numpy.intp)
+    bounds = numpy.array([(start, end) for _, start, end in spans], dtype=numpy.int64).reshape(-1, 2)
+    lengths = bounds[:, 1] - bounds[:, 0]  # (N,)
+    if (lengths < 1).any():
+        raise ValueError(f"an entity spans at least one token, got length {int(lengths.min())}")
+    width = max(int(lengths.max(initial=1)), 1)
+    rows = numpy.arange(len(spans))
+    own = label_tags[label_of]  # (N, prefixes)
+    begin, inside = own[:, 0], own[:, 1]
+    paths = numpy.where(numpy.arange(width) < lengths[:, None], inside[:, None], -1)  # (N, M)
+    paths[:, 0] = begin
     forbidden = numpy.zeros((len(spans), len(tags)), dtype=bool)
-    for n, (label, start, end) in enumerate(spans):
-        path, banned = span_query(label, end - start, scheme, tag_index)
-        paths[n, : len(path)] = path
-        forbidden[n, banned] = True
+    if scheme == "BILUO":  # the last token closes the span: L-X, or U-X for a one-token span
+        paths[rows, lengths - 1] = numpy.where(lengths == 1, own[:, 3], own[:, 2])
+    else:  # BIO: the next token may not continue the entity
+        forbidden[rows, inside] = True
     return paths, forbidden

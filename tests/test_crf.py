@@ -218,6 +218,9 @@ def test_span_log_probs_match_brute_force(scheme, labels, seed):
     # Sharing one forward-backward pass gives the same numbers.
     shared = crf.span_log_probs(emissions, mask, *args, posteriors=crf.posteriors(emissions, mask))
     torch.testing.assert_close(got, shared)
+    # Without gradients (on CPU: the NumPy kernels), the same numbers.
+    with torch.no_grad():
+        torch.testing.assert_close(crf.span_log_probs(emissions, mask, *args), got.detach(), rtol=0, atol=1e-12)
 
     brute = {}
     for b, n in enumerate(lengths):
@@ -454,6 +457,9 @@ def test_padding_junk_does_not_leak():
                                   torch.tensor([[1, 2]]))
         span.sum().backward()
         assert torch.isfinite(span).all() and torch.isfinite(dirty.grad).all()
+        with torch.no_grad():  # the NumPy kernel
+            queries = (torch.tensor([1, 0, 0]), torch.tensor([0, 2, 3]), torch.tensor([2, 4, 4]), torch.tensor([[1, 2], [3, 4], [1, -1]]))
+            torch.testing.assert_close(crf.span_log_probs(dirty, mask, *queries), crf.span_log_probs(clean, mask, *queries))
         assert torch.equal(crf.kbest(dirty, mask, k=3)[1], crf.kbest(clean, mask, k=3)[1])
 
 
@@ -558,6 +564,41 @@ def test_forward_backward_matmul_equals_reference(scheme, labels, scale):
         check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
+def test_length_groups_split_off_a_long_outlier_only():
+    lengths = numpy.array([5, 300, 0, 7, 5, 6] + [4] * 40)
+    groups = kernels.length_groups(lengths, num_tags=9)
+    assert [g.tolist() for g in groups[:1]] == [[1]]
+    assert sorted(numpy.concatenate(groups).tolist()) == list(range(len(lengths)))
+    assert len(kernels.length_groups(numpy.array([40, 23, 7, 1, 0]), num_tags=9)) == 1
+    assert [g.tolist() for g in kernels.length_groups(numpy.array([3]), 9)] == [[0]]
+
+
+@pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
+@pytest.mark.parametrize("scale", [2.0, 1000.0])
+def test_forward_backward_numpy_in_length_groups_equals_reference(scheme, labels, scale):
+    """A batch with one long document among short ones runs in groups; the numbers are those of
+    one call and of the log-space reference, spans and marginals included."""
+    crf, tag_list = make_crf(scheme, labels, seed=4)
+    lengths = [3, 2, 40, 0, 1, 2] + [3] * 30 + [400]
+    emissions, mask = make_batch(crf.num_tags, lengths, seed=4, scale=scale, pad_value=float("nan"))
+    scores = crf.constrained_scores()
+    args = (emissions.numpy(), mask.sum(1).numpy(), *(s.detach().numpy() for s in scores))
+    assert len(kernels.length_groups(args[1], crf.num_tags)) > 1
+    grouped = kernels.forward_backward_numpy(*args)
+    whole = kernels.forward_backward_scaled(*args)
+    exact = whole[3]
+    for got, expected in zip(grouped, whole[:3]):
+        numpy.testing.assert_allclose(got[exact], expected[exact], rtol=1e-12, atol=1e-9)
+    reference = kernels.forward_backward_reference(emissions, mask, *scores)
+    fast = kernels.Posteriors(*map(torch.from_numpy, grouped))
+    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
+    queries = [(b, labels[0], start, start + 2) for b, n in enumerate(lengths) for start in range(0, n - 1, 7)]
+    span_args = span_query_args(queries, tag_list, scheme)
+    got = kernels.span_log_probs(emissions, mask, *scores, fast, *span_args).exp()
+    torch.testing.assert_close(got, kernels.span_log_probs(emissions, mask, *scores, reference, *span_args).exp(), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("scheme,labels", [("BILUO", ["PER", "LOC"]), ("BIO", ["PER", "LOC"])])
 @pytest.mark.parametrize("scale", [2.0, 40.0, 300.0, 1000.0])
 @pytest.mark.parametrize("block", ["none", "inside", "preset"])
@@ -603,17 +644,23 @@ def test_forward_backward_scaled_where_it_vouches_and_redone_elsewhere(scheme, l
     check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme)
 
 
-def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
-    """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
-    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
-    queries = [
+def mixed_length_spans(labels, longest=4):
+    """``(b, label, start, end)``: every labelled span of up to ``longest`` tokens in a batch of
+    MIXED_LENGTHS."""
+    return [
         (b, label, start, end)
         for b, n in enumerate(MIXED_LENGTHS)
         for label in labels
         for start in range(n)
-        for end in range(start + 1, min(n, start + 4) + 1)
+        for end in range(start + 1, min(n, start + longest) + 1)
     ]
+
+
+def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list, scheme):
+    """Marginals and every labelled span of up to 4 tokens agree between two Posteriors."""
+    torch.testing.assert_close(fast.log_z, reference.log_z, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(kernels.marginals(fast, mask), kernels.marginals(reference, mask), rtol=0, atol=1e-9)
+    queries = mixed_length_spans(labels)
     args = span_query_args(queries, tag_list, scheme)
     got = kernels.span_log_probs(emissions, mask, *scores, fast, *args)
     expected = kernels.span_log_probs(emissions, mask, *scores, reference, *args)
@@ -621,6 +668,32 @@ def check_posteriors(fast, reference, emissions, mask, scores, labels, tag_list,
     torch.testing.assert_close(got.exp(), expected.exp(), rtol=0, atol=1e-9)
     likely = expected > -30.0
     torch.testing.assert_close(got[likely], expected[likely], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("scheme,labels", SCHEME_CONFIGS)
+@pytest.mark.parametrize("scale", [2.0, 40.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_span_log_probs_numpy_equals_torch_kernel(scheme, labels, scale, dtype):
+    """The NumPy span kernel gives the torch kernel's numbers on the same posteriors, forbidden
+    next tags or not, with padding full of junk."""
+    crf, tag_list = make_crf(scheme, labels, seed=5, dtype=dtype)
+    emissions, mask = make_batch(crf.num_tags, MIXED_LENGTHS, seed=5, scale=scale, pad_value=float("nan"), dtype=dtype)
+    scores = crf.constrained_scores()
+    with torch.no_grad():
+        posteriors = crf.posteriors(emissions, mask)
+    queries = mixed_length_spans(labels)
+    args = span_query_args(queries, tag_list, scheme)
+    lengths = mask.sum(1).numpy()
+    arrays = [x.detach().numpy() for x in (emissions, *scores)]
+    for forbidden in (args[4], None):
+        expected = kernels.span_log_probs(emissions, mask, *scores, posteriors, *args[:4], forbidden).detach()
+        got = kernels.span_log_probs_numpy(
+            arrays[0], lengths, *arrays[1:], tuple(x.numpy() for x in posteriors), *(x.numpy() for x in args[:4]),
+            None if forbidden is None else forbidden.numpy(),
+        )
+        assert got.dtype == arrays[0].dtype and numpy.isfinite(got).all()
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+        numpy.testing.assert_allclose(got, expected.numpy(), rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("scheme,labels", CONFIGS, ids=IDS)

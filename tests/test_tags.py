@@ -143,3 +143,23 @@ def test_span_query_and_span_queries():
     numpy.testing.assert_array_equal(forbidden, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]])
     paths, forbidden = tagging.span_queries([], biluo, "BILUO")
     assert paths.shape == (0, 1) and forbidden.shape == (0, len(biluo))
+
+
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_span_queries_equal_span_query_row_by_row(scheme):
+    tag_list = tagging.make_tags(LABELS, scheme)
+    rng = numpy.random.default_rng(0)
+    spans = []
+    for _ in range(50):
+        start = int(rng.integers(0, 20))
+        spans.append((LABELS[int(rng.integers(len(LABELS)))], start, start + int(rng.integers(1, 7))))
+    paths, forbidden = tagging.span_queries(spans, tag_list, scheme)
+    assert paths.shape == (len(spans), max(end - start for _, start, end in spans))
+    for row, (label, start, end) in enumerate(spans):
+        path, banned = tagging.span_query(label, end - start, scheme, tag_list)
+        assert paths[row].tolist() == path + [-1] * (paths.shape[1] - len(path))
+        assert numpy.flatnonzero(forbidden[row]).tolist() == banned
+    with pytest.raises(ValueError, match="at least one token"):
+        tagging.span_queries([("PER", 3, 3)], tag_list, scheme)
+    with pytest.raises(KeyError):
+        tagging.span_queries([("ORG", 0, 1)], tag_list, scheme)
