@@ -28,6 +28,15 @@ def run(tmp_path, text, name="input.conll", **kwargs):
     return summary, docs
 
 
+def conversion_error(tmp_path, text, name):
+    """Write `text` to `name` and convert it, which must fail; return (source path, the error)."""
+    src = tmp_path / name
+    src.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        convert.convert_file(src, src.with_suffix(".spacy"))
+    return src, info.value
+
+
 def ents(docs):
     return [(e.text, e.label_) for doc in docs for e in doc.ents]
 
@@ -139,24 +148,18 @@ def test_sentence_per_line_iob_format(tmp_path):
 
 def test_malformed_tags_all_reported_with_file_and_line(tmp_path):
     text = "Anna B-PER\nBerg I_PER\n\nOslo LOC\nis O\n\nfine O\nhere B-LOC\n"
-    src = tmp_path / "bad.conll"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "bad.spacy")
-    message = str(info.value)
+    src, error = conversion_error(tmp_path, text, "bad.conll")
+    message = str(error)
     assert f"{src}:2: tag 'I_PER'" in message
     assert f"{src}:4: tag 'LOC'" in message
-    assert len(info.value.problems) == 2
+    assert len(error.problems) == 2
     assert not (tmp_path / "bad.spacy").exists()
 
 
 def test_missing_column_and_inconsistent_columns(tmp_path):
     text = "Anna NNP B-NP B-PER\nfoo\nBerg NNP I-PER\nleft VBD B-VP O\n"
-    src = tmp_path / "cols.conll"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "cols.spacy")
-    problems = info.value.problems
+    src, error = conversion_error(tmp_path, text, "cols.conll")
+    problems = error.problems
     assert any(p.startswith(f"{src}:2: only one column") for p in problems)
     assert any(p.startswith(f"{src}:3: 3 columns, but 2 of the 3 tokens have 4 (the first at "
                             f"{src}:1)") for p in problems)
@@ -165,11 +168,8 @@ def test_missing_column_and_inconsistent_columns(tmp_path):
 def test_odd_first_line_is_the_one_blamed(tmp_path):
     # The column count of line 1 used to be the reference: every other line was blamed.
     text = "Anna NNP B-PER\nBerg I-PER\nleft O\n\nOslo B-LOC\nwins O\n"
-    src = tmp_path / "first.conll"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "first.spacy")
-    assert info.value.problems == [
+    src, error = conversion_error(tmp_path, text, "first.conll")
+    assert error.problems == [
         f"{src}:1: 3 columns, but 4 of the 5 tokens have 2 (the first at {src}:2)"
     ]
     iob = tmp_path / "first.iob"
@@ -198,12 +198,9 @@ def test_invalid_biluo_moves_are_errors_or_split(tmp_path, tags, expected, moves
     # spaCy's iob_to_biluo merges all of these silently (U-PER I-PER -> "Anna Berg").
     words = ["Anna", "Berg", "Lea", "left"]
     text = "\n".join(f"{w}\t{t}" for w, t in zip(words, tags)) + "\n\nOslo\tS-LOC\nwins\tO\n"
-    src = tmp_path / "moves.conll"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "moves.spacy")
-    assert "invalid tag move" in info.value.problems[0]
-    reported = info.value.problems[1:]
+    src, error = conversion_error(tmp_path, text, "moves.conll")
+    assert "invalid tag move" in error.problems[0]
+    reported = error.problems[1:]
     assert len(reported) == len(moves)
     for problem, (line, what) in zip(reported, moves):
         assert problem.startswith(f"{src}:{line}: ") and what in problem, problem
@@ -225,12 +222,9 @@ def test_valid_iob_moves_are_left_to_spacy(tmp_path):
 def test_iob_tags_in_a_bioes_file_are_reported_with_the_reason(tmp_path):
     # One S- tag makes the file BIOES, where the IOB2 entity "New York" is never closed.
     text = "New\tB-LOC\nYork\tI-LOC\nand\tO\nOslo\tS-LOC\n"
-    src = tmp_path / "mixed.conll"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "mixed.spacy")
-    assert f"'S-LOC' at {src}:4" in info.value.problems[0]
-    assert info.value.problems[1:] == [f"{src}:3: invalid move 'I-LOC' -> 'O'"]
+    src, error = conversion_error(tmp_path, text, "mixed.conll")
+    assert f"'S-LOC' at {src}:4" in error.problems[0]
+    assert error.problems[1:] == [f"{src}:3: invalid move 'I-LOC' -> 'O'"]
 
 
 def test_non_utf8_input_names_file_and_line(tmp_path):
@@ -250,21 +244,15 @@ def test_iob_item_without_token_names_file_and_line(tmp_path, item, what):
     # Reached spaCy as an empty word before: "[E031] Invalid token", with no file or line.
     pos = "|NN" if item.count("|") == 2 else ""
     text = f"Anna{pos}|B-PER left{pos}|O\nOslo{pos}|B-LOC {item} wins{pos}|O\n"
-    src = tmp_path / "empty.iob"
-    src.write_text(text, encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "empty.spacy")
-    assert len(info.value.problems) == 1
-    assert info.value.problems[0].startswith(f"{src}:2: item 2 (")
-    assert f"the token is {what}" in info.value.problems[0]
+    src, error = conversion_error(tmp_path, text, "empty.iob")
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(f"{src}:2: item 2 (")
+    assert f"the token is {what}" in error.problems[0]
 
 
 def test_conll_line_with_a_tag_but_no_token_is_an_error(tmp_path):
-    src = tmp_path / "bom.conll"
-    src.write_text("Anna\tB-PER\n\ufeff\tI-PER\nleft\tO\n", encoding="utf-8")
-    with pytest.raises(ConversionError) as info:
-        convert.convert_file(src, tmp_path / "bom.spacy")
-    assert info.value.problems == [f"{src}:2: the token is nothing but U+FEFF (zero-width "
+    src, error = conversion_error(tmp_path, "Anna\tB-PER\n\ufeff\tI-PER\nleft\tO\n", "bom.conll")
+    assert error.problems == [f"{src}:2: the token is nothing but U+FEFF (zero-width "
                                    "no-break space)"]
 
 
