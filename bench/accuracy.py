@@ -354,12 +354,16 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
         return numpy.concatenate([entity_confidences_at(ner.crf, batches, tags, scheme, t)
                                   for batches, t in zip(halves, temperatures)])
 
+    def ece_of(confidences: numpy.ndarray) -> float:
+        return expected_calibration_error(confidences, correct, n_bins=ECE_BINS)["ece"]
+
     def ece_at(temperatures: List[float]) -> float:
-        return expected_calibration_error(confidences_at(temperatures), correct, n_bins=ECE_BINS)["ece"]
+        return ece_of(confidences_at(temperatures))
 
     crossfit = [fit_temperature(ner.crf, batches, tags, scheme)["temperature"] for batches in halves]
-    calibrated = ece_at([fit["temperature"]] * 2)
-    chance = calibrated_model_eces(confidences_at([fit["temperature"]] * 2))
+    calibrated_confidences = confidences_at([fit["temperature"]] * 2)
+    calibrated = ece_of(calibrated_confidences)
+    chance = calibrated_model_eces(calibrated_confidences)
     return {
         "ece_calibrated": calibrated,
         "ece_noise_floor": float(chance.mean()),
