@@ -327,7 +327,10 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
     """Calibrate a crf_ner run's model-best as a user would (``CRFEntityRecognizer.calibrate``)
     on the run's selection dev set, the data model-best was chosen on, never the split scored;
     then the 10-bin ECE of the scored split's predicted entities at the fitted temperature
-    (``ece_calibrated``). ``calibration_fit`` keeps the fit's own numbers and the scored split's
+    (``ece_calibrated``) and their mean confidence there (``mean_confidence_calibrated``, to read
+    against the run's precision: below it, the temperature fitted on the selection set leaves the
+    scored split underconfident). ``calibration_fit`` keeps the fit's own numbers (the selection
+    set's precision as ``accuracy``, its ECE and mean confidence before and after) and the scored split's
     ECE recomputed at the old temperature (float64; the run's ``ece`` is from the stored float32
     scores, so the two may differ by an entity changing bin).
 
@@ -366,12 +369,13 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
     chance = calibrated_model_eces(calibrated_confidences)
     return {
         "ece_calibrated": calibrated,
+        "mean_confidence_calibrated": float(calibrated_confidences.mean()),
         "ece_noise_floor": float(chance.mean()),
         "ece_p_calibrated": float((chance >= calibrated).mean()),
         "ece_crossfit": ece_at(crossfit[::-1]),
         "calibration_fit": {
-            **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities",
-                                   "ece_before", "ece_after")},
+            **{k: fit[k] for k in ("temperature", "previous_temperature", "at_bound", "n_entities", "accuracy",
+                                   "ece_before", "ece_after", "mean_confidence_before", "mean_confidence_after")},
             "fitted_on": {k: v for k, v in data["select"].items() if k in ("file", "first_sentence", "sentences")}
                          or data["select"]["path"],
             "ece_at_previous_temperature": ece_at([fit["previous_temperature"]] * 2),
