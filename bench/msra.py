@@ -23,8 +23,9 @@ characters, the zh config's schedule (Adam warming up to 0.002, then linear deca
 step), dev (the last 2,500 train sentences) evaluated every `--eval-frequency` steps, no early
 stop; model-best is scored on the whole test with `nlp.evaluate` (entity P/R/F1), crf_ner's entity
 confidences by their ECE (10 bins, uncalibrated), and characters/s of that evaluation (scoring
-included). Each run writes bench/results/msra/<system>-seed<seed>.json as it ends (an existing
-file is skipped, so an interrupted benchmark resumes); bench/results/msra.md is the table of every
+included). Each run writes bench/results/msra/<system>-seed<seed>.json as it ends (at another
+budget than the defaults <system>-seed<seed>-<steps>x<batch>.json; an existing file is skipped, so
+an interrupted benchmark resumes); bench/results/msra.md is the table of every
 file there. Timings state the load average (2 shared cores) when the run started and ended.
 """
 import argparse
@@ -157,8 +158,11 @@ def main(argv: List[str] = None) -> int:
     command = "python bench/msra.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data = prepare_data(args.work_dir, args.quick)
     budget = budget_for(args)
+    # A run at another budget than the benchmark's gets its own file and models folder (-STEPSxBATCH).
+    budget_tag = "" if args.quick or all(getattr(args, key) == DEFAULTS[key] for key in ("steps", "batch", "eval_frequency")) \
+        else f"-{args.steps}x{args.batch}"
     # run_one keeps crf_ner's model-best there (git-ignored), for calibration later
-    args.models_dir = ROOT / "bench" / "results" / "tmp" / ("msra_quick_models" if args.quick else "msra_models")
+    args.models_dir = ROOT / "bench" / "results" / "tmp" / (("msra_quick_models" if args.quick else "msra_models") + budget_tag)
     accuracy.SPLIT_NAMES["msra"] = "test"  # the split run_one records as scored
     if args.calibrate_runs:
         calibrate_finished_runs(results, data)
@@ -166,7 +170,7 @@ def main(argv: List[str] = None) -> int:
         return 0
     for seed in range(args.seeds):
         for system in systems:
-            out = results / f"{system}-seed{seed}.json"
+            out = results / f"{system}-seed{seed}{budget_tag}.json"
             if out.is_file():
                 print(f"{out} exists: skipped")
                 continue
