@@ -384,14 +384,31 @@ def calibrate_run(nlp, data: Dict) -> Dict[str, Any]:
     }
 
 
+def claim_run_dir(out_dir: Path) -> Path:
+    """``out_dir`` emptied of an interrupted run's leftovers and marked as this process's
+    (``owner.pid``). Refuses a folder whose owner still runs: the same run started twice would
+    otherwise delete the first one's model-best before it is scored."""
+    owner = out_dir / "owner.pid"
+    if owner.is_file():
+        pid = int(owner.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            raise RuntimeError(f"{out_dir} belongs to process {pid}, which still runs: is this run started twice?")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    owner.write_text(str(os.getpid()))
+    return out_dir
+
+
 def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict, budget: Dict) -> Dict[str, Any]:
     config, overrides = system_config(args, encoder, system, seed, data, budget)
     rid = run_id(encoder, dataset, system, seed)
     keep = system not in NER_PEER  # crf_ner runs: model-best kept for calibration
-    out_dir = (args.models_dir if keep else args.work_dir / "models") / rid
-    if out_dir.exists():  # an interrupted run's leftovers
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir = claim_run_dir((args.models_dir if keep else args.work_dir / "models") / rid)
     load_start = [round(x, 2) for x in os.getloadavg()]
     CURVE.clear()
     t0 = time.perf_counter()
