@@ -67,7 +67,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -693,18 +693,25 @@ def write_run(path: Path, record: Dict[str, Any]) -> None:
     tmp.replace(path)  # a run file is whole or absent
 
 
-def calibrate_finished_runs(args, command: str) -> None:
-    """The calibration of :func:`calibrate_run` for finished runs made before it was part of a
-    run: each run's kept model-best, on its own data (rebuilt as the run built it)."""
-    data: Dict[Tuple[str, str], Dict] = {}
-    for path in sorted(args.runs_dir.glob("*.json")):
-        record = json.loads(path.read_text())
+def runs_to_calibrate(runs_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any], Path]]:
+    """``(run file, record, model-best)`` of each finished crf_ner run in ``runs_dir`` that lacks
+    :func:`calibrate_run`'s keys and whose model-best is still kept."""
+    for path in sorted(runs_dir.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf8"))
         if CALIBRATION_KEYS <= record.keys() or not record.get("model_best"):
             continue
         model = ROOT / record["model_best"]
         if not model.is_dir():
-            print(f"{record['id']}: {model} is gone; not calibrated", flush=True)
+            print(f"{path.name}: {model} is gone; not calibrated", flush=True)
             continue
+        yield path, record, model
+
+
+def calibrate_finished_runs(args, command: str) -> None:
+    """The calibration of :func:`calibrate_run` for finished runs made before it was part of a
+    run: each run's kept model-best, on its own data (rebuilt as the run built it)."""
+    data: Dict[Tuple[str, str], Dict] = {}
+    for path, record, model in runs_to_calibrate(args.runs_dir):
         key = (record["encoder"], record["dataset"])
         if key not in data:
             data[key] = prepare_data(args, key[1], key[0])

