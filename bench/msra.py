@@ -112,18 +112,20 @@ def write_table(results: Path, out: Path) -> None:
         "stated split of its 11 invalid moves); not SIGHAN-2006's official split, so published "
         "numbers are approximate anchors (character BiLSTM-CRF 88.81, with bigrams 91.87: Zhang "
         "and Yang 2018; BERT-base+CRF 93.76: Ma et al. 2020). Load: `uptime`'s 1-minute average "
-        "on the 2 shared cores at the run's start / end.",
+        "on the 2 shared cores at the run's start / end. Invalid seqs: test sentences whose decoded "
+        "tags break BILUO (spaCy's `ner` decodes by transitions, so it has none to count).",
         "",
         "| system | seed | steps × batch (chars) | best step | entity F1 | P | R | ECE (uncalibrated) | "
-        "ECE calibrated (T on dev) | by chance | eval chars/s | train min | load | date | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "ECE calibrated (T on dev) | by chance | invalid seqs | eval chars/s | train min | load | date | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         ece, calibrated, chance = (f"{r[key]:.3f}" if r.get(key) is not None else "–"
                                    for key in ("ece", "ece_calibrated", "ece_noise_floor"))
+        invalid = f"{r['invalid_sequences']} of {r['sequences']}" if "invalid_sequences" in r else "–"
         lines.append(
             f"| {r['system']} | {r['seed']} | {r['steps']} × {r['batch']} | {r['best_step']} | {100 * r['ents_f']:.2f} "
-            f"| {100 * r['ents_p']:.2f} | {100 * r['ents_r']:.2f} | {ece} | {calibrated} | {chance} | "
+            f"| {100 * r['ents_p']:.2f} | {100 * r['ents_r']:.2f} | {ece} | {calibrated} | {chance} | {invalid} | "
             f"{r['chars_per_s']:.0f} | {r['train_s'] / 60:.1f} | {r['load'][0]:.1f} / "
             f"{r['load'][1]:.1f} | {r['finished'][:10]} | `{r['command']}` |")
     out.write_text("\n".join(lines) + "\n", encoding="utf8")
