@@ -6,7 +6,7 @@ on the selection dev set (model-best) then scored on the evaluation split with `
 
     python bench/accuracy.py --resume                 # run what is missing (hours), then report
     python bench/accuracy.py --report-only            # table + figure from the finished runs
-    python bench/accuracy.py --calibrate-runs         # ece_calibrated for runs finished without it
+    python bench/accuracy.py --calibrate-runs         # ece_calibrated and crf_scores for runs finished without them
     python bench/accuracy.py --quick                  # a few minutes, to check the script
     python bench/accuracy.py --encoders cnn --datasets wnut17 --systems crf,ner --seeds 1 --resume
 
@@ -52,7 +52,8 @@ Every crf_ner run (crf, crf_m1, softmax) is then calibrated as a user would
 scored split), and `ece_calibrated` is the 10-bin ECE on the scored split at that temperature
 (`calibration_fit`: the fit). The model-best of every crf_ner run is kept under
 bench/results/tmp/models/RUN (ignored); `--calibrate-runs` calibrates the runs finished before
-calibration was part of a run. `--resume` skips the runs whose file exists (and refuses one made
+calibration was part of a run, and records how far training moved the CRF's learned scores
+(`crf_scores`) where a run predates that record. `--resume` skips the runs whose file exists (and refuses one made
 under another protocol); `--report-only` renders bench/results/accuracy.{md,json,png} from the
 run files.
 """
@@ -82,6 +83,7 @@ from common import (  # noqa: E402
 THREADS = threads_from_argv(sys.argv)
 
 import numpy  # noqa: E402
+import torch  # noqa: E402
 import spacy  # noqa: E402
 from spacy.scorer import Scorer  # noqa: E402
 from spacy.tokens import Doc, DocBin  # noqa: E402
@@ -324,6 +326,23 @@ NOISE_FLOOR_DRAWS = 200
 CALIBRATION_KEYS = {"ece_calibrated", "ece_crossfit", "ece_noise_floor", "ece_p_calibrated", "calibration_fit"}
 
 
+CRF_SCORES = "crf_scores"
+
+
+def crf_score_sizes(ner) -> Optional[Dict[str, float]]:
+    """How far training moved a crf_ner's learned CRF scores from their initial 0: the mean and
+    max ``|score|`` over the ``(T, T)`` transitions the scheme allows, and the mean over the allowed
+    start and end scores. None for the softmax head (``use_crf`` false: its scores stay 0)."""
+    if not ner.cfg["use_crf"]:
+        return None
+    crf = ner.crf
+    transitions = crf.transitions.detach().abs()[crf.allowed_transitions]
+    start_end = torch.cat([crf.start_transitions.detach().abs()[crf.allowed_start],
+                           crf.end_transitions.detach().abs()[crf.allowed_end]])
+    return {"transitions_abs_mean": float(transitions.mean()), "transitions_abs_max": float(transitions.max()),
+            "start_end_abs_mean": float(start_end.mean())}
+
+
 def calibrated_model_eces(confidences: numpy.ndarray, seed: int = 0) -> numpy.ndarray:
     """``(NOISE_FLOOR_DRAWS,)`` the 10-bin ECE of ``confidences`` against outcomes drawn as
     Bernoulli(confidence), i.e. of a perfectly calibrated model with these confidences: what a
@@ -483,6 +502,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
         record["calibration"] = {k: cal[k] for k in ("n_entities", "accuracy", "mean_confidence")}
         record["confidence_histogram"] = confidence_histogram(conf, correct)
         record.update(calibrate_run(nlp, data))
+        record[CRF_SCORES] = crf_score_sizes(ner)
     del nlp, examples
     gc.collect()
     if not keep:
@@ -570,7 +590,19 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
             cells = [fmt([r["per_type"].get(lab, 0.0) for r in groups[k]]) for lab in labels]
             per_label.append(f"| {k[0]} | {k[2]} | {len(groups[k])} | " + " | ".join(cells) + " |")
         per_label.append("")
-    return "\n".join(lines + per_label), rows
+    crf_sizes = ["How far training moved the learned CRF scores from their initial 0 (mean ± sd over the seeds "
+                 "whose model-best is kept; the runs at commit e9337a9 started from uniform(−0.1, 0.1), whose mean "
+                 "|score| is 0.05): mean and max |transition score| over the moves the scheme allows, mean |start "
+                 "and end score|.", "",
+                 "| encoder | data | system | seeds | mean \\|transition\\| | max \\|transition\\| | mean \\|start, end\\| |",
+                 "|---|---|---|---:|---:|---:|---:|"]
+    for key in sorted(groups, key=cell_order):
+        sizes = [r[CRF_SCORES] for r in groups[key] if r.get(CRF_SCORES)]
+        if sizes:
+            crf_sizes.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(sizes)} | " + " | ".join(
+                fmt([size[k] for size in sizes], 1.0, 3)
+                for k in ("transitions_abs_mean", "transitions_abs_max", "start_end_abs_mean")) + " |")
+    return "\n".join(lines + per_label + crf_sizes), rows
 
 
 def package_commit() -> Optional[str]:
@@ -709,12 +741,12 @@ def write_run(path: Path, record: Dict[str, Any]) -> None:
     tmp.replace(path)  # a run file is whole or absent
 
 
-def runs_to_calibrate(runs_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any], Path]]:
+def runs_lacking(runs_dir: Path, keys: set) -> Iterator[Tuple[Path, Dict[str, Any], Path]]:
     """``(run file, record, model-best)`` of each finished crf_ner run in ``runs_dir`` that lacks
-    :func:`calibrate_run`'s keys and whose model-best is still kept."""
+    one of ``keys`` and whose model-best is still kept."""
     for path in sorted(runs_dir.glob("*.json")):
         record = json.loads(path.read_text(encoding="utf8"))
-        if CALIBRATION_KEYS <= record.keys() or not record.get("model_best"):
+        if keys <= record.keys() or not record.get("model_best"):
             continue
         model = ROOT / record["model_best"]
         if not model.is_dir():
@@ -727,7 +759,7 @@ def calibrate_finished_runs(args, command: str) -> None:
     """The calibration of :func:`calibrate_run` for finished runs made before it was part of a
     run: each run's kept model-best, on its own data (rebuilt as the run built it)."""
     data: Dict[Tuple[str, str], Dict] = {}
-    for path, record, model in runs_to_calibrate(args.runs_dir):
+    for path, record, model in runs_lacking(args.runs_dir, CALIBRATION_KEYS):
         key = (record["encoder"], record["dataset"])
         if key not in data:
             data[key] = prepare_data(args, key[1], key[0])
@@ -741,6 +773,10 @@ def calibrate_finished_runs(args, command: str) -> None:
         write_run(path, record)
         del nlp
         gc.collect()
+    for path, record, model in runs_lacking(args.runs_dir, {CRF_SCORES}):
+        record[CRF_SCORES] = crf_score_sizes(spacy.load(model).get_pipe("crf_ner"))
+        print(f"{record['id']}: CRF scores {record[CRF_SCORES]}", flush=True)
+        write_run(path, record)
     print(report(args.runs_dir, RESULTS / "accuracy", command))
 
 
@@ -765,7 +801,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--resume", action="store_true", help="skip the runs whose file exists")
     p.add_argument("--report-only", action="store_true", help="render the report from the run files")
     p.add_argument("--calibrate-runs", action="store_true",
-                   help="calibrate the finished crf_ner runs whose model-best is kept and whose file lacks the calibration, then report")
+                   help="calibrate the finished crf_ner runs whose model-best is kept and whose file lacks the calibration "
+                        "(and record their crf_scores where missing), then report")
     args = p.parse_args(argv)
     set_torch_threads(args.threads)
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)

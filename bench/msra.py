@@ -76,7 +76,7 @@ def prepare_data(work: Path, quick: bool) -> Dict[str, str]:
 def calibrate_finished_runs(results: Path, data: Dict) -> None:
     """bench/accuracy.py's calibration (``calibrate_run``: temperature fitted on dev, ECE on test)
     for the finished crf_ner-family runs made before it was part of ``run_one``."""
-    for path, record, model in accuracy.runs_to_calibrate(results):
+    for path, record, model in accuracy.runs_lacking(results, accuracy.CALIBRATION_KEYS):
         record.update(accuracy.calibrate_run(spacy.load(model), data))
         print(f"{path.name}: ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f} "
               f"(T {record['calibration_fit']['temperature']:.3f}, by chance {record['ece_noise_floor']:.4f})")
