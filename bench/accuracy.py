@@ -76,14 +76,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, machine_info, ner_peer_config, read_sentences, set_dotted, set_torch_threads, threads_from_argv,
-    write_report,
+    command_line, crf_params, crf_score_sizes, machine_info, ner_peer_config, read_sentences, set_dotted,
+    set_torch_threads, threads_from_argv, write_report,
 )
 
 THREADS = threads_from_argv(sys.argv)
 
 import numpy  # noqa: E402
-import torch  # noqa: E402
 import spacy  # noqa: E402
 from spacy.scorer import Scorer  # noqa: E402
 from spacy.tokens import Doc, DocBin  # noqa: E402
@@ -329,18 +328,10 @@ CALIBRATION_KEYS = {"ece_calibrated", "ece_crossfit", "ece_noise_floor", "ece_p_
 CRF_SCORES = "crf_scores"
 
 
-def crf_score_sizes(ner) -> Optional[Dict[str, float]]:
-    """How far training moved a crf_ner's learned CRF scores from their initial 0: the mean and
-    max ``|score|`` over the ``(T, T)`` transitions the scheme allows, and the mean over the allowed
-    start and end scores. None for the softmax head (``use_crf`` false: its scores stay 0)."""
-    if not ner.cfg["use_crf"]:
-        return None
-    crf = ner.crf
-    transitions = crf.transitions.detach().abs()[crf.allowed_transitions]
-    start_end = torch.cat([crf.start_transitions.detach().abs()[crf.allowed_start],
-                           crf.end_transitions.detach().abs()[crf.allowed_end]])
-    return {"transitions_abs_mean": float(transitions.mean()), "transitions_abs_max": float(transitions.max()),
-            "start_end_abs_mean": float(start_end.mean())}
+def trained_crf_scores(ner) -> Optional[Dict[str, float]]:
+    """How far training moved a crf_ner's learned CRF scores from their initial 0
+    (:func:`common.crf_score_sizes`). None for the softmax head (``use_crf`` false: its scores stay 0)."""
+    return crf_score_sizes(crf_params(ner.crf)) if ner.cfg["use_crf"] else None
 
 
 def calibrated_model_eces(confidences: numpy.ndarray, seed: int = 0) -> numpy.ndarray:
@@ -502,7 +493,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
         record["calibration"] = {k: cal[k] for k in ("n_entities", "accuracy", "mean_confidence")}
         record["confidence_histogram"] = confidence_histogram(conf, correct)
         record.update(calibrate_run(nlp, data))
-        record[CRF_SCORES] = crf_score_sizes(ner)
+        record[CRF_SCORES] = trained_crf_scores(ner)
     del nlp, examples
     gc.collect()
     if not keep:
@@ -750,7 +741,7 @@ def runs_lacking(runs_dir: Path, keys: set) -> Iterator[Tuple[Path, Dict[str, An
             continue
         model = ROOT / record["model_best"]
         if not model.is_dir():
-            print(f"{path.name}: {model} is gone; not calibrated", flush=True)
+            print(f"{path.name}: {model} is gone; skipped", flush=True)
             continue
         yield path, record, model
 
@@ -765,6 +756,7 @@ def calibrate_finished_runs(args, command: str) -> None:
             data[key] = prepare_data(args, key[1], key[0])
         nlp = spacy.load(model)
         record.update(calibrate_run(nlp, data[key]))
+        record.setdefault(CRF_SCORES, trained_crf_scores(nlp.get_pipe("crf_ner")))
         fit = record["calibration_fit"]
         print(f"{record['id']}: T {fit['temperature']:.3f}  ECE {record['ece']:.4f} -> {record['ece_calibrated']:.4f}"
               f" (cross-fitted {record['ece_crossfit']:.4f}, noise floor {record['ece_noise_floor']:.4f},"
@@ -774,7 +766,7 @@ def calibrate_finished_runs(args, command: str) -> None:
         del nlp
         gc.collect()
     for path, record, model in runs_lacking(args.runs_dir, {CRF_SCORES}):
-        record[CRF_SCORES] = crf_score_sizes(spacy.load(model).get_pipe("crf_ner"))
+        record[CRF_SCORES] = trained_crf_scores(spacy.load(model).get_pipe("crf_ner"))
         print(f"{record['id']}: CRF scores {record[CRF_SCORES]}", flush=True)
         write_run(path, record)
     print(report(args.runs_dir, RESULTS / "accuracy", command))

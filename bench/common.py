@@ -255,3 +255,31 @@ def cpu_burner(processes: int = 1) -> Iterator[None]:
         for burner in burners:
             burner.kill()
             burner.wait()
+
+
+def crf_params(crf) -> Dict[str, Any]:
+    """A copy of a ``ConstrainedCRF``'s learned scores (``transitions (T, T)``, ``start (T,)``,
+    ``end (T,)``) and of the masks of the moves its scheme allows (``allowed_*``, same shapes)."""
+    return {
+        "transitions": crf.transitions.detach().clone(),
+        "start": crf.start_transitions.detach().clone(),
+        "end": crf.end_transitions.detach().clone(),
+        "allowed_transitions": crf.allowed_transitions.clone(),
+        "allowed_start": crf.allowed_start.clone(),
+        "allowed_end": crf.allowed_end.clone(),
+    }
+
+
+def crf_score_sizes(params: Dict[str, Any], reference: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+    """Of :func:`crf_params` ``params`` less ``reference`` (another snapshot; None: 0): the mean and
+    max ``|score|`` over the transitions the scheme allows, and the mean over the allowed start and
+    end scores (the forbidden ones are never used)."""
+    import torch  # after threads_from_argv: torch reads its thread settings at import
+
+    def moved(name: str):
+        return params[name] - reference[name] if reference is not None else params[name]
+
+    transitions = moved("transitions").abs()[params["allowed_transitions"]]
+    start_end = torch.cat([moved("start").abs()[params["allowed_start"]], moved("end").abs()[params["allowed_end"]]])
+    return {"transitions_abs_mean": float(transitions.mean()), "transitions_abs_max": float(transitions.max()),
+            "start_end_abs_mean": float(start_end.mean())}

@@ -46,7 +46,8 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, machine_info, read_sentences, set_torch_threads, threads_from_argv, write_report,
+    command_line, crf_params, crf_score_sizes, machine_info, read_sentences, set_torch_threads, threads_from_argv,
+    write_report,
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -134,29 +135,14 @@ def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Pat
     return config, overrides
 
 
-def crf_params(nlp) -> Dict[str, torch.Tensor]:
-    crf = nlp.get_pipe("crf_ner").crf
-    return {
-        "transitions": crf.transitions.detach().clone(),
-        "start": crf.start_transitions.detach().clone(),
-        "end": crf.end_transitions.detach().clone(),
-        "allowed_transitions": crf.allowed_transitions.clone(),
-        "allowed_start": crf.allowed_start.clone(),
-        "allowed_end": crf.allowed_end.clone(),
-    }
-
-
 def crf_movement(before: Dict[str, torch.Tensor], after: Dict[str, torch.Tensor]) -> Dict[str, float]:
-    allowed = after["allowed_transitions"]
-    delta = (after["transitions"] - before["transitions"]).abs()[allowed]
-    start = (after["start"] - before["start"]).abs()[after["allowed_start"]]
-    end = (after["end"] - before["end"]).abs()[after["allowed_end"]]
+    moved = crf_score_sizes(after, before)
     return {
-        "transitions_mean_abs_delta": float(delta.mean()),
-        "transitions_max_abs_delta": float(delta.max()),
-        "start_end_mean_abs_delta": float(torch.cat([start, end]).mean()),
-        "transitions_final_abs_mean": float(after["transitions"].abs()[allowed].mean()),
-        "allowed_cells": int(allowed.sum()),
+        "transitions_mean_abs_delta": moved["transitions_abs_mean"],
+        "transitions_max_abs_delta": moved["transitions_abs_max"],
+        "start_end_mean_abs_delta": moved["start_end_abs_mean"],
+        "transitions_final_abs_mean": crf_score_sizes(after)["transitions_abs_mean"],
+        "allowed_cells": int(after["allowed_transitions"].sum()),
     }
 
 
@@ -164,12 +150,12 @@ def train_one(encoder: str, multiplier: float, seed: int, args, train_path: Path
     config, overrides = run_config(encoder, multiplier, seed, args, train_path, dev_path)
     t0 = time.perf_counter()
     nlp = init_nlp(config, use_gpu=-1)
-    before = crf_params(nlp)
+    before = crf_params(nlp.get_pipe("crf_ner").crf)
     log = io.StringIO()
     t1 = time.perf_counter()
     nlp, _ = train(nlp, None, use_gpu=-1, stdout=log, stderr=log)
     t2 = time.perf_counter()
-    after = crf_params(nlp)
+    after = crf_params(nlp.get_pipe("crf_ner").crf)
     scores = nlp.evaluate(dev_examples, batch_size=64)
     t3 = time.perf_counter()
     # The same trained pipeline with the CRF's own scores put back to their initial values: what
