@@ -40,6 +40,7 @@ from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
 import accuracy  # noqa: E402  (bench/, beside this script)
+from common import command_line  # noqa: E402
 
 import spacy  # noqa: E402
 from spacy.tokens import DocBin  # noqa: E402
@@ -153,7 +154,7 @@ def main(argv: List[str] = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     results = args.work_dir / "quick_results" if args.quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
-    command = "python bench/msra.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
     data = prepare_data(args.work_dir, args.quick)
     budget = budget_for(args)
     # A run at another budget than the benchmark's gets its own file and models folder (-STEPSxBATCH).
