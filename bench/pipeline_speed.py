@@ -334,6 +334,21 @@ def start_worker(name: str, argv: List[str]) -> Worker:
 # -- the measurements ---------------------------------------------------------------------------
 
 
+def memory_readings(worker: Worker, last: Dict, added_key: str) -> Dict:
+    """A worker's memory: its own peak after the last timed pass (``last``), and under ``added_key``
+    what the passes added to the baseline read after loading; also the readings that cannot be
+    reset (``ru_maxrss``) and the load-time peak."""
+    return {
+        "baseline_maxrss_mib": worker.ready["baseline_maxrss_mib"],
+        "peak_maxrss_mib": last["maxrss_mib"],
+        added_key: last["maxrss_mib"] - worker.ready["baseline_maxrss_mib"],
+        "ru_maxrss_baseline_mib": worker.ready["baseline_ru_maxrss_mib"],
+        "ru_maxrss_peak_mib": last["ru_maxrss_mib"],
+        "load_peak_mib": worker.ready["load_peak_mib"],
+        "peak_reset_after_load": worker.ready["peak_reset"],
+    }
+
+
 def measure_inference(args, built: Dict, texts: Path, encoder: str) -> Dict:
     systems = [
         (f"{encoder}-crf_ner+conf", built[f"{encoder}-crf_ner"]["path"], "on"),
@@ -370,13 +385,7 @@ def measure_inference(args, built: Dict, texts: Path, encoder: str) -> Dict:
             "wps_all": wps,
             "head_ms_per_1k_words_median": statistics.median(head_ms),
             "head_ms_all": head_ms,
-            "baseline_maxrss_mib": w.ready["baseline_maxrss_mib"],
-            "peak_maxrss_mib": runs[-1]["maxrss_mib"],
-            "predict_peak_delta_mib": runs[-1]["maxrss_mib"] - w.ready["baseline_maxrss_mib"],
-            "ru_maxrss_baseline_mib": w.ready["baseline_ru_maxrss_mib"],
-            "ru_maxrss_peak_mib": runs[-1]["ru_maxrss_mib"],
-            "load_peak_mib": w.ready["load_peak_mib"],
-            "peak_reset_after_load": w.ready["peak_reset"],
+            **memory_readings(w, runs[-1], "predict_peak_delta_mib"),
         }
     peer = results[f"{encoder}-ner"]
     for name, r in results.items():
@@ -488,13 +497,7 @@ def measure_training(args, built: Dict, train_path: Path, encoder: str) -> Dict:
             "docs_per_batch": per_batch,
             "s_per_1k_words_median": statistics.median(s_per_1k),
             "s_per_1k_words_all": s_per_1k,
-            "baseline_maxrss_mib": w.ready["baseline_maxrss_mib"],
-            "peak_maxrss_mib": runs[-1]["maxrss_mib"],
-            "train_peak_delta_mib": runs[-1]["maxrss_mib"] - w.ready["baseline_maxrss_mib"],
-            "ru_maxrss_baseline_mib": w.ready["baseline_ru_maxrss_mib"],
-            "ru_maxrss_peak_mib": runs[-1]["ru_maxrss_mib"],
-            "load_peak_mib": w.ready["load_peak_mib"],
-            "peak_reset_after_load": w.ready["peak_reset"],
+            **memory_readings(w, runs[-1], "train_peak_delta_mib"),
         }
     ours, peer = results[f"{encoder}-{OURS}"], results[f"{encoder}-{PEER}"]
     ours["ratio_vs_ner"] = ours["s_per_1k_words_median"] / peer["s_per_1k_words_median"]
