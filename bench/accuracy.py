@@ -6,6 +6,8 @@ on the selection dev set (model-best) then scored on the evaluation split with `
 
     python bench/accuracy.py --resume                 # run what is missing (hours), then report
     python bench/accuracy.py --report-only            # table + figure from the finished runs
+    # the transformer at 3x the budget (is a system still learning when 800 steps end?), reported apart
+    python bench/accuracy.py --encoders trf --datasets wikiann --systems crf,ner --seeds 1 --trf-max-steps 2400 --resume
     python bench/accuracy.py --calibrate-runs         # ece_calibrated and crf_scores for runs finished without them
     python bench/accuracy.py --quick                  # a few minutes, to check the script
     python bench/accuracy.py --encoders cnn --datasets wnut17 --systems crf,ner --seeds 1 --resume
@@ -103,7 +105,7 @@ from spacy_crf_ner.tags import is_valid  # noqa: E402
 CONFIGS = {"cnn": ROOT / "configs" / "crf_ner_cnn.cfg", "trf": ROOT / "configs" / "crf_ner_trf.cfg"}
 PEER_DIR = ROOT / "bench" / "configs"
 RESULTS = ROOT / "bench" / "results"
-RUNS_DIR = RESULTS / "accuracy" / "runs"
+STEM = RESULTS / "accuracy"  # the report; its runs in STEM/runs
 MODELS_DIR = RESULTS / "tmp" / "models"
 ALL_SYSTEMS = ["crf", "crf_m1", "softmax", "ner", "crf_frozen", "softmax_frozen", "ner_frozen"]
 FROZEN = {"crf_frozen", "softmax_frozen", "ner_frozen"}
@@ -769,7 +771,7 @@ def calibrate_finished_runs(args, command: str) -> None:
         record[CRF_SCORES] = trained_crf_scores(spacy.load(model).get_pipe("crf_ner"))
         print(f"{record['id']}: CRF scores {record[CRF_SCORES]}", flush=True)
         write_run(path, record)
-    print(report(args.runs_dir, RESULTS / "accuracy", command))
+    print(report(args.runs_dir, args.stem, command))
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -784,6 +786,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", type=int, default=SPREAD_SEEDS, help="seeds 0..N-1 per cell")
     p.add_argument("--order", choices=["seed", "cell"], default="seed",
                    help="seed: seed 0 of every (encoder, dataset, system) before seed 1 (default); cell: all seeds of a cell in a row")
+    p.add_argument("--trf-max-steps", type=int, default=None,
+                   help="another transformer budget (patience and evaluation as BUDGETS, the schedule stretched to it), "
+                        "a benchmark of its own: runs and report under bench/results/accuracy_trfNsteps")
     p.add_argument("--trf-dev-sents", type=int, default=TRF_DEV_SENTS, help="WikiANN selection dev for the transformer (first N)")
     p.add_argument("--transformer", default=None, help="HF name or dir (default: the offline MiniLM)")
     p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads (default 1: the machine is shared)")
@@ -798,13 +803,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     set_torch_threads(args.threads)
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
+    # Another budget is another benchmark: its runs never share a cell (or --resume) with these.
+    args.stem = STEM.with_name(f"{STEM.name}_trf{args.trf_max_steps}steps") if args.trf_max_steps else STEM
     if args.report_only:
-        print(report(RUNS_DIR, RESULTS / "accuracy", command))
+        print(report(args.stem / "runs", args.stem, command))
         return 0
     args.data_dir = args.data_dir.resolve()
     if args.transformer is None:
         args.transformer = find_transformer()
-    args.runs_dir, args.models_dir = RUNS_DIR, MODELS_DIR
+    args.runs_dir = args.stem / "runs"
+    args.models_dir = MODELS_DIR / args.stem.name if args.trf_max_steps else MODELS_DIR
     if args.quick:  # a check, not a result: keep it out of bench/results
         args.work_dir = args.work_dir.parent / "accuracy_quick"
         args.runs_dir, args.models_dir = args.work_dir / "runs", args.work_dir / "models"
@@ -817,7 +825,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         bad = [x for x in given if x not in allowed]
         if bad:
             p.error(f"unknown {name}(s) {bad}; choose from {list(allowed)}")
+    if args.trf_max_steps and encoders != ["trf"]:
+        p.error("--trf-max-steps changes the transformer's budget only: pass --encoders trf")
     budgets = {enc: {**BUDGETS[enc], **(QUICK_BUDGETS[enc] if args.quick else {})} for enc in CONFIGS}
+    if args.trf_max_steps:
+        budgets["trf"]["max_steps"] = args.trf_max_steps
     # the commit of the code this process imported: a checkout during a long run must not relabel it
     code_commit = package_commit()
     if args.calibrate_runs:
@@ -834,7 +846,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "trf" in encoders and FROZEN & set(systems):
         assemble_frozen(args)
     args.runs_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.work_dir / "accuracy" if args.quick else RESULTS / "accuracy"
+    stem = args.work_dir / "accuracy" if args.quick else args.stem
     data: Dict[Tuple[str, str], Dict] = {}
     for i, (enc, ds, system, seed) in enumerate(plan, 1):
         rid = run_id(enc, ds, system, seed)
