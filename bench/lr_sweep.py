@@ -46,8 +46,8 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, crf_params, crf_score_sizes, machine_info, read_sentences, set_torch_threads, threads_from_argv,
-    write_report,
+    command_line, crf_params, crf_score_sizes, machine_info, read_sentences, set_dotted, set_torch_threads,
+    threads_from_argv, write_report,
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -127,11 +127,7 @@ def run_config(encoder: str, multiplier: float, seed: int, args, train_path: Pat
         }
     )
     for dotted, value in overrides.items():
-        section = config
-        *parents, key = dotted.split(".")
-        for part in parents:
-            section = section[part]
-        section[key] = value
+        set_dotted(config, dotted, value)
     return config, overrides
 
 
