@@ -22,12 +22,15 @@ on Ray): on 2 cores more threads only oversubscribe them.
 
     python bench/annotate_speed.py                      # ~15 min on a shared 2-core machine
     python bench/annotate_speed.py --docs 2000 --rounds 1 --out /tmp/as.json   # quick
+    python bench/annotate_speed.py --report-only        # the report again from bench/results/annotate_speed.json
+
+Runs recorded before the one reported (the JSON's ``earlier_runs``, each with its own ``meta``) are
+shown after it.
 """
 import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,7 +41,16 @@ from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_model, read_sentences, versions  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    load_average,
+    machine_info,
+    read_sentences,
+    set_torch_threads,
+    write_report,
+)
+
+TITLE = "Batch annotation speed"
 
 ENGINES = {
     "nlp.pipe, 1 process": ["--engine", "local", "--n-process", "1"],
@@ -132,10 +144,6 @@ def timed_run(model: Path, corpus: Path, engine: str, out: Path) -> Dict[str, fl
     return {"seconds": seconds, "worker_peak_mib": worker_peak / 2**20, "tree_peak_mib": tree_peak / 2**20, "summary": summary.strip()}
 
 
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -144,7 +152,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "annotate_speed.json")
+    parser.add_argument("--report-only", action="store_true", help="render the report again from --out's JSON")
     args = parser.parse_args()
+    if args.report_only:
+        return report(args.out, json.loads(args.out.read_text(encoding="utf8")))
+    # This process runs no pipeline: its torch threads, which the report's header shows, are set to
+    # what every worker runs (OMP_NUM_THREADS=1 for the local runs, one CPU per Ray actor).
+    set_torch_threads(1)
     args.work_dir.mkdir(parents=True, exist_ok=True)
 
     model, train_seconds = train_model(args.data_dir, args.work_dir, args.train_steps)
@@ -174,44 +188,57 @@ def main() -> None:
             "worker_peak_mib": max(p["full"]["worker_peak_mib"] for p in pairs),
             "tree_peak_mib": max(p["full"]["tree_peak_mib"] for p in pairs),
         }
-    result = {
-        "date": datetime.date.today().isoformat(), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-        "platform": platform.platform(), "versions": {**versions(), "ray": _version("ray")},
-        "model": str(model), "train_steps": args.train_steps, "train_seconds": train_seconds,
-        "docs": args.docs, "words": full_words, "small_docs": SMALL_DOCS, "small_words": small_words,
-        "rounds": args.rounds, "load_average_per_round": loads, "table": table, "runs": runs,
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "command": command_line(sys.argv[0], sys.argv[1:]),
+        "machine": machine_info(extra_packages=("ray",)),
+        "load_average_per_round": loads,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2), encoding="utf8")
-    args.out.with_suffix(".md").write_text(markdown(result), encoding="utf8")
-    print(markdown(result))
+    report(args.out, {
+        "meta": meta, "model": str(model), "train_steps": args.train_steps, "train_seconds": train_seconds,
+        "docs": args.docs, "words": full_words, "small_docs": SMALL_DOCS, "small_words": small_words,
+        "rounds": args.rounds, "table": table, "runs": runs,
+    })
 
 
-def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
+def report(out: Path, result: Dict) -> None:
+    """``out`` (JSON: ``result``) and its markdown beside it."""
+    data = {key: value for key, value in result.items() if key != "meta"}
+    print(write_report(out.with_suffix(""), TITLE, result["meta"], body(result), data))
 
 
-def markdown(result: Dict) -> str:
+def body(result: Dict) -> str:
+    """The report under write_report's header: the run, then the runs recorded before it. Reads
+    only ``result`` (the JSON), so a finished run re-renders."""
+    lines = [run_summary(result), "", *engine_table(result)]
+    if result.get("earlier_runs"):
+        lines += ["", "## Earlier runs under more load (same command)"]
+        for run in result["earlier_runs"]:
+            lines += ["", f"{run['label']}:", "", run_summary(run), "", *engine_table(run)]
+    return "\n".join(lines) + "\n"
+
+
+def run_summary(run: Dict) -> str:
+    machine = run["meta"]["machine"]
+    loads = " | ".join(" ".join(f"{x:.2f}" for x in load) for load in run["meta"]["load_average_per_round"])
+    return (
+        f"{run['docs']:,} WikiANN-en dev + test sentences ({run['words']:,} words), CNN `crf_ner` "
+        f"({run['train_steps']} training steps), confidences on; {machine['cpu']}, {machine['cores']} cores; "
+        f"{run['rounds']} rounds, engines interleaved, medians; load averages per round: {loads}."
+    )
+
+
+def engine_table(run: Dict) -> List[str]:
     lines = [
-        f"# Batch annotation speed ({result['date']})", "",
-        f"{result['docs']:,} WikiANN-en dev + test sentences ({result['words']:,} words), CNN `crf_ner` "
-        f"({result['train_steps']} training steps), confidences on; {result['machine']}; "
-        f"{result['rounds']} rounds, engines interleaved, medians; load averages per round: "
-        f"{' | '.join(result['load_average_per_round'])}.", "",
         "| engine | words/s once started | words/s end to end | startup s | full run s | peak RSS per worker MiB | peak RSS, all processes MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for engine, row in result["table"].items():
+    for engine, row in run["table"].items():
         lines.append(
             f"| {engine} | {row['words_per_s_steady']:,.0f} | {row['words_per_s_end_to_end']:,.0f} | {row['startup_s']:.1f} | "
             f"{row['full_run_s']:.1f} | {row['worker_peak_mib']:,.0f} | {row['tree_peak_mib']:,.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

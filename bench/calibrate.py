@@ -4,6 +4,7 @@ on real data, calibrated on sentences that are never scored.
     python bench/calibrate.py                     # WikiANN-en and WNUT-17 (bench/results/calibrate.*)
     python bench/calibrate.py --quick             # a small run in about a minute, to check the script
     python bench/calibrate.py --datasets wikiann
+    python bench/calibrate.py --report-only       # the report again from bench/results/calibrate.json
 
 The setting of issue 8: the default `crf_ner` (spaCy's HashEmbedCNN inside, no other component),
 trained with `nlp.update` for --epochs epochs on batches of --batch sentences (shuffled, seeded)
@@ -38,10 +39,7 @@ import copy
 import datetime
 import json
 import math
-import os
-import platform
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -54,7 +52,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch
 
-from common import cpu_model, read_sentences, versions
+from common import command_line, load_average, machine_info, read_sentences, write_report
 from spacy_crf_ner.calibration import LOG_TEMPERATURE_TOLERANCE, MAX_TEMPERATURE, MIN_TEMPERATURE, minimise_scalar, tempered
 from spacy_crf_ner.layers import get_crf, pad_emissions
 from spacy_crf_ner.scoring import N_BINS, expected_calibration_error, score_ner_calibration, scored_entities
@@ -62,6 +60,7 @@ from spacy_crf_ner.tags import from_biluo
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {"wikiann": "wikiann-en", "wnut17": "wnut17"}
+TITLE = "Calibration of crf_ner's entity confidences"
 # A probability of exactly 0 or 1 has an infinite logit; Platt scaling reads them this far inside.
 LOGIT_EPSILON = 1e-6
 
@@ -236,13 +235,12 @@ def run_dataset(name: str, args) -> Dict[str, Any]:
     return result
 
 
-def report(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+def body(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    """The report under write_report's header. Reads only ``results`` and ``meta``, so a finished
+    run re-renders."""
     lines = [
-        "# Calibration of crf_ner's entity confidences", "",
-        f"{meta['cpu']}, torch {meta['versions']['torch']} ({meta['torch_threads']} threads), spaCy "
-        f"{meta['versions']['spacy']}; {meta['started']} to {meta['finished']}, load average at the start "
-        f"{meta['load_start']}, at the end {meta['load_end']}.", "",
-        f"Command: `{meta['command']}`", "",
+        f"From {meta['date']} to {meta['finished']}, load average at the start {meta['load_start']}, at the end "
+        f"{meta['machine']['load_average']}.", "",
         f"Default `crf_ner` (HashEmbedCNN), `nlp.update` for {meta['args']['epochs']} epochs, batches of "
         f"{meta['args']['batch']} sentences, seed {meta['args']['seed']}. ECE: {N_BINS} equal-width bins, a "
         "predicted entity is right when its span and label match gold exactly (`spacy_crf_ner.scoring`). "
@@ -271,6 +269,11 @@ def report(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(out: Path, results: List[Dict[str, Any]], meta: Dict[str, Any]) -> None:
+    """``out``.json (meta and results) and ``out``.md."""
+    print(write_report(out, TITLE, meta, body(results, meta), {"results": results}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -284,24 +287,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 train sentences, 2 epochs, 200 calibration / scored sentences")
     parser.add_argument("--save", type=Path, default=None, help="Also save each calibrated pipeline and scored set here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibrate")
+    parser.add_argument("--report-only", action="store_true", help="render the report again from --out's JSON")
     args = parser.parse_args()
     if args.quick:
         args.train_sents, args.eval_sents, args.calib_sents, args.epochs = 300, 200, 200, 2
         if args.out == ROOT / "bench" / "results" / "calibrate":
             args.out = ROOT / "bench" / "results" / "calibrate_quick"
-    meta = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "cpu": cpu_model(),
-            "machine": platform.machine(), "versions": versions(), "torch_threads": torch.get_num_threads(),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_start": [round(x, 2) for x in os.getloadavg()],
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    if args.report_only:
+        recorded = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))
+        return report(args.out, recorded["results"], recorded["meta"])
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    load_start = load_average()
     results = [run_dataset(name, args) for name in args.datasets.split(",")]
-    meta["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    meta["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2), encoding="utf8")
-    text = report(results, meta)
-    args.out.with_suffix(".md").write_text(text, encoding="utf8")
-    print(text)
+    meta = {"date": started, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command_line(sys.argv[0], sys.argv[1:]), "machine": machine_info(), "load_start": load_start,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    report(args.out, results, meta)
 
 
 if __name__ == "__main__":

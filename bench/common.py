@@ -13,7 +13,7 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from thinc.api import Config
 
@@ -30,9 +30,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def versions() -> Dict[str, str]:
+def versions(extra_packages: Sequence[str] = ()) -> Dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *extra_packages):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -112,8 +112,14 @@ def set_torch_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def machine_info() -> Dict[str, Any]:
-    """What a result needs to be read against: the CPU, the cores, torch's threads, the load."""
+def load_average() -> List[float]:
+    """The 1, 5 and 15 minute load averages, at the two decimals the kernel keeps (getloadavg adds noise digits)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info(extra_packages: Sequence[str] = ()) -> Dict[str, Any]:
+    """What a result needs to be read against: the CPU, the cores, torch's threads, the load.
+    ``extra_packages``: packages a benchmark runs besides ``PACKAGES``, whose versions it records too."""
     import torch
 
     return {
@@ -121,9 +127,9 @@ def machine_info() -> Dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "thread_env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
         "platform": platform.platform(),
-        "versions": versions(),
+        "versions": versions(extra_packages),
     }
 
 

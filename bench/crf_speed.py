@@ -32,23 +32,32 @@ from the fastest rounds. The JSON also records the machine (CPU model, torch ver
 and its load average before and after, since a busy machine slows everything down.
 
     python bench/crf_speed.py --out bench/results/crf_speed.json --repeats 15
+    python bench/crf_speed.py --report-only   # the report again from bench/results/crf_speed.json
 """
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import torch
-import torchcrf
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import cpu_model  # noqa: E402  (bench/ is on the path: the script's folder)
+from common import (  # noqa: E402  (bench/ is on the path: the script's folder)
+    command_line,
+    load_average,
+    machine_info,
+    set_torch_threads,
+    threads_from_argv,
+    write_report,
+)
+
+threads_from_argv(sys.argv)  # before torch's import: the BLAS pools read their variables then
+
+import torch  # noqa: E402
+import torchcrf  # noqa: E402
+
 from spacy_crf_ner import crf_kernels  # noqa: E402
 from spacy_crf_ner.crf import ConstrainedCRF, lengths_to_mask  # noqa: E402
 from spacy_crf_ner.tags import make_tags, transition_constraints  # noqa: E402
@@ -246,6 +255,7 @@ def bench_posteriors(num_tags: int, args) -> Dict[str, object]:
     return {"num_tags": num_tags, "batch": batch, "length": length, "times": timed(fns, args.repeats, args.min_round_s)}
 
 
+TITLE = "CRF speed: `ConstrainedCRF` vs `torchcrf.CRF` (CPU)"
 COLUMNS = [
     ("loss/torchcrf", "loss torchcrf"),
     ("loss/ours", "loss ours"),
@@ -258,15 +268,12 @@ COLUMNS = [
 ]
 
 
-def markdown(results: Dict[str, object]) -> str:
-    info = results["machine"]
+def body(results: Dict[str, object], meta: Dict[str, object]) -> str:
+    """The report under write_report's header. Reads only ``results`` and ``meta``, so a finished
+    run re-renders."""
     lines = [
-        "# CRF speed: `ConstrainedCRF` vs `torchcrf.CRF` (CPU)",
-        "",
-        f"{info['cpu']}, torch {info['torch']}, pytorch-crf {info['torchcrf']}, "
-        f"{info['threads']} thread(s), {info['date']}, 1-min load average "
-        f"{info['load_avg_before'][0]:.1f} before and {info['load_avg_after'][0]:.1f} after on "
-        f"{info['cores']} cores. Batch {results['batch']}, random lengths in "
+        f"1-min load average {meta['load_average_before'][0]:.1f} before and "
+        f"{meta['machine']['load_average'][0]:.1f} after. Batch {results['batch']}, random lengths in "
         f"[L/2, L]; median ms per call over {results['repeats']} rounds, and in parentheses "
         "torchcrf's time over ours (x faster). Loss = NLL forward + backward; decoding under no_grad "
         "(`viterbi` returns tensors, `decode` lists as torchcrf does). `+BILUO`: with the BILUO "
@@ -325,33 +332,33 @@ def markdown(results: Dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(out: Path, results: Dict[str, object], meta: Dict[str, object]) -> None:
+    """``out`` (JSON: meta and results) and its markdown beside it."""
+    print(write_report(out.with_suffix(""), TITLE, meta, body(results, meta), results))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/crf_speed.json"))
-    parser.add_argument("--md", type=Path, default=None, help="Markdown table (default: --out with .md)")
     parser.add_argument("--repeats", type=int, default=15, help="timing rounds per measurement")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (0: the libraries' defaults)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--num-tags", type=int, nargs="+", default=[9, 73], choices=sorted(LABELS))
     parser.add_argument("--confident-scales", type=float, nargs="+", default=[15.0, 20.0, 30.0, 50.0])
     parser.add_argument("--min-round-s", type=float, default=0.05, help="least time one round runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="render the report again from --out's JSON")
     args = parser.parse_args(argv)
+    if args.report_only:
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+        return report(args.out, results, results.pop("meta"))
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        set_torch_threads(args.threads)
+    date, load_before = datetime.datetime.now().isoformat(timespec="seconds"), load_average()
     results = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "torchcrf": getattr(torchcrf, "__version__", "?"),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "load_avg_before": list(os.getloadavg()),
-        },
         "batch": args.batch,
         "repeats": args.repeats,
         "cases": [],
@@ -383,13 +390,13 @@ def main(argv=None) -> None:
               f"{t['loss/ours_biluo']['median_ms']:.2f} ms (x{t['loss/ours_biluo']['ratio']:.2f})", file=sys.stderr, flush=True)
     for num_tags in (9, 13, 73):
         results["posteriors"].append(bench_posteriors(num_tags, args))
-    results["machine"]["load_avg_after"] = list(os.getloadavg())
-    table = markdown(results)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    md = args.md or args.out.with_suffix(".md")
-    md.write_text(table)
+    meta = {
+        "date": date,
+        "command": command_line(sys.argv[0], sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(),
+        "load_average_before": load_before,
+    }
+    report(args.out, results, meta)
 
 
 if __name__ == "__main__":
