@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from common import (  # noqa: E402  (bench/ is on the path: the script's folder)
     command_line,
     load_average,
@@ -340,7 +341,7 @@ def report(out: Path, results: Dict[str, object], meta: Dict[str, object]) -> No
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/results/crf_speed.json"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "crf_speed.json")
     parser.add_argument("--repeats", type=int, default=15, help="timing rounds per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (0: the libraries' defaults)")
     parser.add_argument("--batch", type=int, default=32)
