@@ -78,8 +78,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, crf_params, crf_score_sizes, machine_info, ner_peer_config, read_sentences, set_dotted,
-    set_torch_threads, threads_from_argv, write_report,
+    command_line, cpu_model, crf_params, crf_score_sizes, load_average, machine_info, ner_peer_config, read_sentences,
+    set_dotted, set_torch_threads, threads_from_argv, write_report,
 )
 
 THREADS = threads_from_argv(sys.argv)
@@ -433,7 +433,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
     rid = run_id(encoder, dataset, system, seed)
     keep = system not in NER_PEER  # crf_ner runs: model-best kept for calibration
     out_dir = claim_run_dir((args.models_dir if keep else args.work_dir / "models") / rid)
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    load_start = load_average()
     CURVE.clear()
     t0 = time.perf_counter()
     nlp = init_nlp(config)
@@ -462,7 +462,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
         "best_dev_f": best["dev_f"], "stopped_by": "max_steps" if curve[-1]["step"] >= budget["max_steps"] else "patience",
         "curve": curve, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
         "torch_threads": machine_info()["torch_threads"], "load_start": load_start,
-        "load_end": [round(x, 2) for x in os.getloadavg()],
+        "load_end": load_average(),
         # relative to the repository, so run files stay valid in any checkout; a --work-dir outside
         # it (--quick) keeps its absolute path (ROOT / an absolute path is that path)
         "model_best": str((out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir) / "model-best")
@@ -805,13 +805,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
     # Another budget is another benchmark: its runs never share a cell (or --resume) with these.
     args.stem = STEM.with_name(f"{STEM.name}_trf{args.trf_max_steps}steps") if args.trf_max_steps else STEM
+    args.runs_dir = args.stem / "runs"
     if args.report_only:
-        print(report(args.stem / "runs", args.stem, command))
+        print(report(args.runs_dir, args.stem, command))
         return 0
     args.data_dir = args.data_dir.resolve()
     if args.transformer is None:
         args.transformer = find_transformer()
-    args.runs_dir = args.stem / "runs"
     args.models_dir = MODELS_DIR / args.stem.name if args.trf_max_steps else MODELS_DIR
     if args.quick:  # a check, not a result: keep it out of bench/results
         args.work_dir = args.work_dir.parent / "accuracy_quick"
@@ -867,7 +867,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         record = run_one(args, enc, ds, system, seed, data[(enc, ds)], protocol["budget"])
         record.update(id=rid, protocol=protocol, started_at=started, package_commit=code_commit,
                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      command=command, cpu=machine_info()["cpu"])
+                      command=command, cpu=cpu_model())
         print(f"    {rid}: F1 {record['ents_f']:.4f}  P {record['ents_p']:.4f}  R {record['ents_r']:.4f}  "
               f"steps {record['steps']} (best {record['best_step']})"
               + (f"  ECE {record['ece']}  invalid {record['invalid_sequences']}/{record['sequences']}" if "ece" in record else "")

@@ -46,7 +46,7 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 from common import (  # noqa: E402
-    command_line, crf_params, crf_score_sizes, machine_info, read_sentences, set_dotted, set_torch_threads,
+    command_line, crf_params, crf_score_sizes, load_average, machine_info, read_sentences, set_dotted, set_torch_threads,
     threads_from_argv, write_report,
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -283,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             result, overrides = train_one(encoder, mult, seed, args, train_path, dev_path, dev_examples)
             settings[encoder] = {"lr": lr, "steps": steps,
                                  "overrides": {k: v for k, v in overrides.items() if "multiplier" not in k and "seed" not in k}}
-            result["load_end"] = machine_info()["load_average"]
+            result["load_end"] = load_average()
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"result": result, "settings": settings[encoder], "command": command}, indent=1) + "\n")
             tmp.replace(path)  # a run file is whole or absent

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     command_line,
     cpu_burner,
     interleave,
+    load_average,
     machine_info,
     maxrss_mib,
     ner_peer_config,
@@ -716,7 +717,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     train_path = train_docbin(args.data_dir, args.train_sents, args.work_dir)
     texts = test_texts(args.data_dir, args.test_sents, args.work_dir)
-    load_before = os.getloadavg()
+    load_before = load_average()
     built = build_pipelines(args, train_path)
     results: Dict = {"inference": {}, "training": {}, "pipelines": built}
     if args.busy_sents and "cnn" in args.encoders:
@@ -737,7 +738,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "command": command_line(sys.argv[0], sys.argv[1:] if argv is None else argv),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": machine_info(),
-        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_before": load_before,
         "settings": {
             "test_sentences": args.test_sents,
             "nlp_pipe_batch_size": BATCH_SIZE,
