@@ -461,7 +461,7 @@ def run_one(args, encoder: str, dataset: str, system: str, seed: int, data: Dict
         "steps": curve[-1]["step"], "epochs": curve[-1]["epoch"], "best_step": best["step"],
         "best_dev_f": best["dev_f"], "stopped_by": "max_steps" if curve[-1]["step"] >= budget["max_steps"] else "patience",
         "curve": curve, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
-        "torch_threads": machine_info()["torch_threads"], "load_start": load_start,
+        "torch_threads": args.torch_threads, "load_start": load_start,
         "load_end": load_average(),
         # relative to the repository, so run files stay valid in any checkout; a --work-dir outside
         # it (--quick) keeps its absolute path (ROOT / an absolute path is that path)
@@ -801,7 +801,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="calibrate the finished crf_ner runs whose model-best is kept and whose file lacks the calibration "
                         "(and record their crf_scores where missing), then report")
     args = p.parse_args(argv)
-    set_torch_threads(args.threads)
+    args.torch_threads = set_torch_threads(args.threads)
     command = command_line(sys.argv[0], sys.argv[1:] if argv is None else argv)
     # Another budget is another benchmark: its runs never share a cell (or --resume) with these.
     args.stem = STEM.with_name(f"{STEM.name}_trf{args.trf_max_steps}steps") if args.trf_max_steps else STEM
