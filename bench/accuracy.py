@@ -595,7 +595,33 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
             crf_sizes.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(sizes)} | " + " | ".join(
                 fmt([size[k] for size in sizes], 1.0, 3)
                 for k in ("transitions_abs_mean", "transitions_abs_max", "start_end_abs_mean")) + " |")
-    return "\n".join(lines + per_label + crf_sizes), rows
+    return "\n".join(lines + per_label + crf_sizes + ["", calibration_table(groups)]), rows
+
+
+def calibration_table(groups: Dict[Tuple, List[Dict]]) -> str:
+    """The calibrated cells (mean ± sd over the seeds a calibration pass has reached): the sentences
+    the temperature ``T`` was fitted on, the entities predicted on the scored split, and the ECEs of
+    the summary table."""
+    lines = ["Calibration of the crf_ner runs (`calibrate()` on the selection dev set, scored on the scored "
+             "split; entities: predicted on the scored split):", "",
+             "| encoder | calibrated on → scored | system | seeds | entities | T | ECE as trained | **ECE calibrated** "
+             "| cross-fitted | calibrated model, by chance (p per seed) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (enc, ds, system), runs in sorted(groups.items(), key=lambda kv: cell_order(kv[0])):
+        rs = sorted((r for r in runs if "calibration_fit" in r), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        fitted = rs[0]["calibration_fit"]["fitted_on"]
+        first = fitted["first_sentence"]
+        source = f"{ds} {Path(fitted['file']).stem}[{first}:{first + fitted['sentences']}] → {rs[0]['split']}"
+        entities = statistics.mean(sum(r["confidence_histogram"]["count"]) for r in rs)
+        p_values = ", ".join(f"{r['ece_p_calibrated']:.2f}" for r in rs)
+        lines.append(
+            f"| {enc} | {source} | {system} | {len(rs)} | {entities:,.0f} | "
+            f"{fmt([r['calibration_fit']['temperature'] for r in rs], 1.0, 2)} | "
+            + " | ".join(fmt([r[k] for r in rs], 1.0, 3) for k in ("ece", "ece_calibrated", "ece_crossfit", "ece_noise_floor"))
+            + f" ({p_values}) |")
+    return "\n".join(lines)
 
 
 def package_commit() -> Optional[str]:
