@@ -526,6 +526,11 @@ def seeds_fmt(values: List[float], n: int) -> str:
     return fmt(values, 1.0, 3) + ("" if len(values) == n else f" ({len(values)} seeds)")
 
 
+def p_values(runs: List[Dict]) -> List[str]:
+    """Per seed, the share of perfectly calibrated models with an ECE at least the calibrated one."""
+    return [f"{r['ece_p_calibrated']:.2f}" for r in runs if "ece_p_calibrated" in r]
+
+
 def steps_to_fraction(curve: List[Dict], fraction: float = 0.9) -> Optional[int]:
     """The first evaluated step whose dev F1 reaches ``fraction`` of the run's best dev F1."""
     best = max(c["dev_f"] for c in curve)
@@ -560,9 +565,8 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
         ece_after, ece_crossfit, ece_floor = (seeds_fmt([r[key] for r in rs if key in r], n)
                                               for key in ("ece_calibrated", "ece_crossfit", "ece_noise_floor"))
-        p_values = [f"{r['ece_p_calibrated']:.2f}" for r in rs if "ece_p_calibrated" in r]
-        if p_values:
-            ece_floor += "; p " + ", ".join(p_values)
+        if p_values(rs):
+            ece_floor += "; p " + ", ".join(p_values(rs))
         to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
         steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
@@ -614,13 +618,12 @@ def calibration_table(groups: Dict[Tuple, List[Dict]]) -> str:
         fitted = rs[0]["calibration_fit"]["fitted_on"]
         first = fitted["first_sentence"]
         source = f"{ds} {Path(fitted['file']).stem}[{first}:{first + fitted['sentences']}] → {rs[0]['split']}"
-        entities = statistics.mean(sum(r["confidence_histogram"]["count"]) for r in rs)
-        p_values = ", ".join(f"{r['ece_p_calibrated']:.2f}" for r in rs)
+        entities = statistics.mean(r["calibration"]["n_entities"] for r in rs)
         lines.append(
             f"| {enc} | {source} | {system} | {len(rs)} | {entities:,.0f} | "
             f"{fmt([r['calibration_fit']['temperature'] for r in rs], 1.0, 2)} | "
             + " | ".join(fmt([r[k] for r in rs], 1.0, 3) for k in ("ece", "ece_calibrated", "ece_crossfit", "ece_noise_floor"))
-            + f" ({p_values}) |")
+            + f" ({', '.join(p_values(rs))}) |")
     return "\n".join(lines)
 
 
