@@ -298,21 +298,6 @@ def confidence_histogram(confidences: List[float], correct: List[bool]) -> Dict[
     return {"n_bins": HISTOGRAM_BINS, "count": count, "confidence_sum": total, "correct": hits}
 
 
-def ece_from_histogram(hist: Dict[str, List], n_bins: int = ECE_BINS) -> Optional[float]:
-    """Expected calibration error over ``n_bins`` equal bins, merged from the finer histogram."""
-    per = hist["n_bins"] // n_bins
-    n = sum(hist["count"])
-    if not n:
-        return None
-    ece = 0.0
-    for b in range(n_bins):
-        sl = slice(b * per, (b + 1) * per)
-        count = sum(hist["count"][sl])
-        if count:
-            ece += abs(sum(hist["correct"][sl]) - sum(hist["confidence_sum"][sl])) / n
-    return ece
-
-
 def gold_tokenised(nlp, path: str) -> List[Example]:
     """The corpus at ``path`` as examples whose predicted docs carry the gold tokenisation (and
     nothing else), so that every system is scored on the same tokens."""

@@ -14,7 +14,7 @@ from test_crf import brute_paths, logsumexp
 
 from spacy_crf_ner.layers import get_crf
 from spacy_crf_ner.objectives import negative_examples_loss
-from spacy_crf_ner.tags import make_tags, span_tags, to_spans
+from spacy_crf_ner.tags import make_tags, to_spans
 
 TEXT = "Anna Berg joined Nordbank in Oslo last year ."
 RULER_PATTERNS = [{"label": "EVENT", "pattern": "last year", "id": "last-year"}]

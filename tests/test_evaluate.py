@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy
 import pytest
 import spacy
-from spacy.tokens import Doc, DocBin, Span
-from spacy.training import Corpus, Example
+from spacy.tokens import DocBin, Span
+from spacy.training import Corpus
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
