@@ -550,8 +550,9 @@ def summarise(runs: List[Dict]) -> Tuple[str, List[Dict]]:
         ece = fmt([r.get("ece") for r in rs], 1.0, 3) if "ece" in rs[0] else "–"
         ece_after, ece_crossfit, ece_floor = (seeds_fmt([r[key] for r in rs if key in r], n)
                                               for key in ("ece_calibrated", "ece_crossfit", "ece_noise_floor"))
-        if p_values(rs):
-            ece_floor += "; p " + ", ".join(p_values(rs))
+        ps = p_values(rs)
+        if ps:
+            ece_floor += "; p " + ", ".join(ps)
         to90 = fmt([steps_to_fraction(r["curve"]) for r in rs], 1.0, 0)
         steps = fmt([r["steps"] for r in rs], 1.0, 0) + " (" + fmt([r["best_step"] for r in rs], 1.0, 0) + ")"
         lines.append(
